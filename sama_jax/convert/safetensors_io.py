@@ -1,0 +1,105 @@
+"""Safetensors files read and written with NumPy (bf16 via ml_dtypes); no torch."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def index_files(path: str) -> dict[str, str]:
+  """Maps every tensor name to the file that holds it.
+
+  `path` is a .safetensors file, or a folder holding either a single
+  `diffusion_pytorch_model.safetensors` or a sharded set with its `.index.json`.
+  """
+  if os.path.isfile(path):
+    files = [path]
+  elif os.path.isdir(path):
+    index = os.path.join(path, DIFFUSERS_WEIGHTS + ".index.json")
+    single = os.path.join(path, DIFFUSERS_WEIGHTS)
+    if os.path.isfile(index):
+      with open(index) as f:
+        weight_map = json.load(f)["weight_map"]
+      missing = sorted({v for v in weight_map.values() if not os.path.isfile(os.path.join(path, v))})
+      if missing:
+        raise FileNotFoundError(f"{index} names shard files that are missing: {missing}")
+      return {name: os.path.join(path, file) for name, file in weight_map.items()}
+    if os.path.isfile(single):
+      files = [single]
+    else:
+      found = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+      if len(found) != 1:
+        raise FileNotFoundError(
+            f"{path!r} holds neither {DIFFUSERS_WEIGHTS} nor its .index.json, and "
+            f"{len(found)} other .safetensors files ({found[:5]}); pass the file itself")
+      files = [os.path.join(path, found[0])]
+  else:
+    raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+  names = {}
+  for file in files:
+    with safe_open(file, framework="numpy") as f:
+      names.update({name: file for name in f.keys()})
+  return names
+
+
+def read_tensor(file: str, name: str) -> np.ndarray:
+  with safe_open(file, framework="numpy") as f:
+    return f.get_tensor(name)
+
+
+def tensor_shapes(names: dict[str, str]) -> dict[str, tuple[int, ...]]:
+  """Shapes without reading the data."""
+  shapes, by_file = {}, {}
+  for name, file in names.items():
+    by_file.setdefault(file, []).append(name)
+  for file, file_names in by_file.items():
+    with safe_open(file, framework="numpy") as f:
+      for name in file_names:
+        shapes[name] = tuple(f.get_slice(name).get_shape())
+  return shapes
+
+
+def write_sharded(tensors: dict[str, np.ndarray], folder: str, max_shard_bytes: int) -> list[str]:
+  """Writes diffusers-style weights: one file, or shards plus `.index.json` when larger
+  than `max_shard_bytes`. Each file is written to a temporary name and renamed, so a
+  crash never leaves a truncated file under the final name."""
+  os.makedirs(folder, exist_ok=True)
+  shards, current, size = [], {}, 0
+  for name, x in tensors.items():
+    if current and size + x.nbytes > max_shard_bytes:
+      shards.append(current)
+      current, size = {}, 0
+    current[name] = x
+    size += x.nbytes
+  shards.append(current)
+  if len(shards) == 1:
+    files = [DIFFUSERS_WEIGHTS]
+  else:
+    stem = DIFFUSERS_WEIGHTS.removesuffix(".safetensors")
+    files = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+  for file, shard in zip(files, shards):
+    write_file(shard, os.path.join(folder, file))
+  if len(shards) > 1:
+    index = {"metadata": {"total_size": sum(x.nbytes for x in tensors.values())},
+             "weight_map": {name: file for file, shard in zip(files, shards) for name in shard}}
+    write_json(index, os.path.join(folder, DIFFUSERS_WEIGHTS + ".index.json"))
+  return [os.path.join(folder, f) for f in files]
+
+
+def write_file(tensors: dict[str, np.ndarray], path: str) -> None:
+  tmp = path + ".tmp"
+  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
+  os.replace(tmp, path)
+
+
+def write_json(obj, path: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)

@@ -1,0 +1,140 @@
+"""SAMA conditioning around the Wan DiT (SAMA_METHOD.md §2).
+
+Sequence (token mode): [source ; semantic ; target], each group plus its learned type
+embedding (ids 0 / 1 / 2). Source tokens share the target's RoPE positions ("same") or
+sit after the target grid ("shifted"); semantic tokens get the complex-zero rotation of
+the released code ("zero") or none ("identity"). Every token sees the same noisy
+timestep. The semantic head reads the semantic slots after the last block; the output
+head reads only the target slots. In channel mode the source is concatenated to the
+noisy latents along channels instead, and there are no source tokens.
+
+With no source, no semantic tokens and a zero type embedding (its initial value) the
+model computes exactly the plain Wan DiT.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sama_jax.models import layers
+from sama_jax.models.dit import BATCH, EMBED, LENGTH, WanDiT, token_grid, unpatchify
+from sama_jax.models.rope import constant_rope
+
+SOURCE, SEMANTIC, TARGET = 0, 1, 2  # type-embedding ids
+
+
+class SemanticProjector(nnx.Module):
+  """`siglip_feat_mlp`: LayerNorm -> Linear -> GELU(erf) -> Linear, SigLIP width -> DiT width."""
+
+  def __init__(self, config, rngs: nnx.Rngs):
+    self.norm = layers.layer_norm(config.semantic_dim, config.eps, config, rngs, name=None)
+    self.fc1 = layers.dense(config.semantic_dim, config.semantic_hidden_dim, (None, "mlp"), config, rngs)
+    self.fc2 = layers.dense(config.semantic_hidden_dim, config.dim, ("mlp", "embed"), config, rngs)
+
+  def __call__(self, s: jax.Array) -> jax.Array:
+    """s: [B, N, D_sem] -> [B, N, D]."""
+    h = self.norm(s.astype(jnp.float32)).astype(jnp.dtype(self.fc1.dtype))
+    return self.fc2(layers.gelu_erf(self.fc1(h)))
+
+
+class SemanticHead(nnx.Module):
+  """`semantic_head`: LayerNorm -> Linear, DiT width -> SigLIP width; no modulation."""
+
+  def __init__(self, config, rngs: nnx.Rngs):
+    self.norm = layers.layer_norm(config.dim, config.eps, config, rngs)
+    self.proj = layers.dense(config.dim, config.semantic_dim, ("embed", None), config, rngs)
+    self.proj.bias[...] = 1e-3 * jax.random.normal(rngs.params(), self.proj.bias.shape,
+                                                    self.proj.bias.dtype)
+
+  def __call__(self, h: jax.Array) -> jax.Array:
+    """h: [B, N, D] -> [B, N, D_sem] float32."""
+    return self.proj(self.norm(h.astype(jnp.float32)).astype(h.dtype)).astype(jnp.float32)
+
+
+class SamaDiT(nnx.Module):
+  """The SAMA video-editing DiT: `model(latents, timestep, text, source=, semantic=)`."""
+
+  def __init__(self, config, rngs: nnx.Rngs):
+    self.config = config
+    self.dit = WanDiT(config, rngs)
+    # Zero at start, so a plain Wan checkpoint starts as plain Wan (released code does the same).
+    self.segment_embedding = layers.param(nnx.initializers.zeros_init(), (config.num_segments, config.dim),
+                                          (None, "embed"), config, rngs)
+    self.siglip_feat_mlp = SemanticProjector(config, rngs)
+    self.semantic_head = SemanticHead(config, rngs)
+
+  def __call__(self, latents: jax.Array, timestep: jax.Array, text: jax.Array, *,
+               source: jax.Array | None = None, semantic: jax.Array | None = None):
+    """Predicts the flow-matching velocity of the target (and of the semantic tokens).
+
+    latents:  [B, F, H, W, C] noisy target latents.
+    timestep: [B] on the 0..1000 scale (1000·sigma).
+    text:     [B, Lt, D_text] umT5 embeddings.
+    source:   [B, Fs, H, W, C] clean source latents, or None. Channel mode needs Fs == F.
+    semantic: [B, N, D_sem] noisy SigLIP tokens, or None.
+    Returns (velocity [B, F, H, W, C_out] float32, semantic_pred [B, N, D_sem] float32 or None).
+    """
+    check_inputs(self.config, latents, timestep, text, source, semantic)
+    c, dit = self.config, self.dit
+    patch = tuple(c.patch_size)
+    table = self.segment_embedding[...].astype(jnp.dtype(c.dtype))
+    temb, mod, ctx = dit.condition_embedder(timestep, text)
+
+    grid = token_grid(latents.shape, patch)
+    if c.source_mode == "channel":
+      cond = source if source is not None else jnp.zeros_like(latents)
+      latents, source = jnp.concatenate([latents, cond.astype(latents.dtype)], axis=-1), None
+
+    tokens, ropes = [], []  # groups in sequence order
+    if source is not None:
+      source_grid = token_grid(source.shape, patch)
+      offset = grid if c.source_rope == "shifted" else (0, 0, 0)
+      tokens.append(dit.embed_tokens(source) + table[SOURCE])
+      ropes.append(dit.rope(source_grid, offset))
+    if semantic is not None:
+      s = self.siglip_feat_mlp(semantic)
+      tokens.append(s + table[SEMANTIC])
+      ropes.append(constant_rope(s.shape[1], c.dim // c.num_heads, 0.0 if c.semantic_rope == "zero" else 1.0))
+    tokens.append(dit.embed_tokens(latents) + table[TARGET])
+    ropes.append(dit.rope(grid))
+
+    x = layers.constrain(jnp.concatenate(tokens, axis=1), (BATCH, LENGTH, EMBED))
+    rope = tuple(jnp.concatenate([r[i] for r in ropes], axis=0) for i in range(2))
+    x = dit.run_blocks(x, ctx, mod, rope)
+
+    num_target = grid[0] * grid[1] * grid[2]
+    semantic_pred = None
+    if semantic is not None:
+      start = x.shape[1] - num_target - semantic.shape[1]
+      semantic_pred = self.semantic_head(x[:, start:start + semantic.shape[1]])
+    velocity = unpatchify(dit.head(x[:, -num_target:], temb), grid, patch)
+    return velocity, semantic_pred
+
+
+def check_inputs(c, latents, timestep, text, source, semantic) -> None:
+  """Raises ValueError naming the expected form of any argument with a wrong shape."""
+  def fail(name, value, expected):
+    raise ValueError(f"{name} has shape {tuple(value.shape)}; expected {expected}")
+
+  pt, ph, pw = c.patch_size
+  if latents.ndim != 5 or latents.shape[-1] != c.in_channels:
+    fail("latents", latents, f"[B, F, H, W, {c.in_channels}] (channels last)")
+  b, f, h, w, _ = latents.shape
+  if f % pt or h % ph or w % pw:
+    fail("latents", latents, f"F, H, W divisible by the patch size {tuple(c.patch_size)}")
+  if timestep.shape != (b,):
+    fail("timestep", timestep, f"[{b}] (one value per batch element, 0..1000)")
+  if text.ndim != 3 or text.shape[0] != b or text.shape[-1] != c.text_dim:
+    fail("text", text, f"[{b}, L, {c.text_dim}]")
+  if source is not None:
+    if c.source_mode == "channel" and source.shape != latents.shape:
+      fail("source", source, f"{tuple(latents.shape)} (channel mode: the latents' shape)")
+    if (source.ndim != 5 or source.shape[0] != b or source.shape[-1] != c.in_channels
+        or source.shape[1] % pt or source.shape[2] % ph or source.shape[3] % pw):
+      fail("source", source, f"[{b}, Fs, Hs, Ws, {c.in_channels}] with Fs, Hs, Ws divisible by "
+           f"the patch size {tuple(c.patch_size)}")
+  if semantic is not None and (semantic.ndim != 3 or semantic.shape[0] != b
+                               or semantic.shape[-1] != c.semantic_dim or semantic.shape[1] < 1):
+    fail("semantic", semantic, f"[{b}, N, {c.semantic_dim}] with N >= 1")

@@ -1,0 +1,25 @@
+"""Test setup: JAX on CPU with float32 matmuls at full precision, and shared helpers."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rel_error(ours, ref) -> float:
+  """max |ours - ref| / max |ref|: the parity measure every parity test states."""
+  ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+  return float(np.abs(ours - ref).max() / np.abs(ref).max())
+
+
+@pytest.fixture
+def tiny_config():
+  from sama_jax.config import load_config
+  return load_config(os.path.join(REPO, "configs", "tiny.py")).model
