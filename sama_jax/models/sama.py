@@ -77,40 +77,46 @@ class SamaDiT(nnx.Module):
     Returns (velocity [B, F, H, W, C_out] float32, semantic_pred [B, N, D_sem] float32 or None).
     """
     check_inputs(self.config, latents, timestep, text, source, semantic)
-    c, dit = self.config, self.dit
-    patch = tuple(c.patch_size)
-    table = self.segment_embedding[...].astype(jnp.dtype(c.dtype))
-    temb, mod, ctx = dit.condition_embedder(timestep, text)
+    temb, mod, ctx = self.dit.condition_embedder(timestep, text)
+    x, rope, (num_source, num_semantic, num_target) = self.assemble(latents, source, semantic)
+    x = self.dit.run_blocks(x, ctx, mod, rope)
+    semantic_pred = None
+    if semantic is not None:
+      semantic_pred = self.semantic_head(x[:, num_source:num_source + num_semantic])
+    grid = token_grid(latents.shape, tuple(self.config.patch_size))
+    velocity = unpatchify(self.dit.head(x[:, -num_target:], temb), grid, tuple(self.config.patch_size))
+    return velocity, semantic_pred
 
+  def assemble(self, latents, source=None, semantic=None):
+    """The input sequence [source ; semantic ; target] with type embeddings added.
+
+    Returns x [B, L, D], rope (cos, sin) [L, head_dim/2] and the group lengths
+    (num_source, num_semantic, num_target); absent groups have length 0.
+    """
+    c, dit = self.config, self.dit
+    patch, head_dim = tuple(c.patch_size), c.dim // c.num_heads
+    table = self.segment_embedding[...].astype(jnp.dtype(c.dtype))
     grid = token_grid(latents.shape, patch)
     if c.source_mode == "channel":
       cond = source if source is not None else jnp.zeros_like(latents)
       latents, source = jnp.concatenate([latents, cond.astype(latents.dtype)], axis=-1), None
 
-    tokens, ropes = [], []  # groups in sequence order
+    groups = []  # (tokens [B, n, D], (cos, sin)) in sequence order
     if source is not None:
-      source_grid = token_grid(source.shape, patch)
       offset = grid if c.source_rope == "shifted" else (0, 0, 0)
-      tokens.append(dit.embed_tokens(source) + table[SOURCE])
-      ropes.append(dit.rope(source_grid, offset))
+      groups.append((dit.embed_tokens(source) + table[SOURCE],
+                     dit.rope(token_grid(source.shape, patch), offset)))
     if semantic is not None:
-      s = self.siglip_feat_mlp(semantic)
-      tokens.append(s + table[SEMANTIC])
-      ropes.append(constant_rope(s.shape[1], c.dim // c.num_heads, 0.0 if c.semantic_rope == "zero" else 1.0))
-    tokens.append(dit.embed_tokens(latents) + table[TARGET])
-    ropes.append(dit.rope(grid))
+      rotation = 0.0 if c.semantic_rope == "zero" else 1.0
+      groups.append((self.siglip_feat_mlp(semantic) + table[SEMANTIC],
+                     constant_rope(semantic.shape[1], head_dim, rotation)))
+    groups.append((dit.embed_tokens(latents) + table[TARGET], dit.rope(grid)))
 
-    x = layers.constrain(jnp.concatenate(tokens, axis=1), (BATCH, LENGTH, EMBED))
-    rope = tuple(jnp.concatenate([r[i] for r in ropes], axis=0) for i in range(2))
-    x = dit.run_blocks(x, ctx, mod, rope)
-
-    num_target = grid[0] * grid[1] * grid[2]
-    semantic_pred = None
-    if semantic is not None:
-      start = x.shape[1] - num_target - semantic.shape[1]
-      semantic_pred = self.semantic_head(x[:, start:start + semantic.shape[1]])
-    velocity = unpatchify(dit.head(x[:, -num_target:], temb), grid, patch)
-    return velocity, semantic_pred
+    x = layers.constrain(jnp.concatenate([g[0] for g in groups], axis=1), (BATCH, LENGTH, EMBED))
+    rope = tuple(jnp.concatenate([g[1][i] for g in groups], axis=0) for i in range(2))
+    num_source = groups[0][0].shape[1] if source is not None else 0
+    num_semantic = semantic.shape[1] if semantic is not None else 0
+    return x, rope, (num_source, num_semantic, groups[-1][0].shape[1])
 
 
 def check_inputs(c, latents, timestep, text, source, semantic) -> None:
