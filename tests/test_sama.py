@@ -185,3 +185,17 @@ def test_bad_config_values_are_named():
   with pytest.raises(ValueError, match=r"model.remat='some'"):
     SamaDiT(model_config(dim=64, num_heads=2, num_layers=1, ffn_dim=32, remat="some"), nnx.Rngs(0))(
         jnp.zeros((1, 1, 2, 2, 16)), jnp.zeros((1,)), jnp.zeros((1, 3, 4096)))
+
+
+def test_bf16_timestep_rounding_matches_the_released_pipeline(tiny_config):
+  """With timestep_bf16, t is rounded to bf16 before the sinusoid: 500.9 embeds as 500."""
+  x = batch(tiny_config)
+  t_near = jnp.asarray([500.9, 10.01], jnp.float32)
+  t_round = t_near.astype(jnp.bfloat16).astype(jnp.float32)
+  assert float(t_round[0]) == 500.0
+  for flag, same in ((True, True), (False, False)):
+    tiny_config.timestep_bf16 = flag
+    model = make_model(tiny_config)
+    a, _ = model(x["latents"], t_near, x["text"])
+    b, _ = model(x["latents"], t_round, x["text"])
+    assert bool(jnp.array_equal(a, b)) == same

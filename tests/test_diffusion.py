@@ -1,0 +1,69 @@
+"""Flow-matching schedule and losses against the numbers in SAMA_METHOD.md and a NumPy
+re-derivation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sama_jax.diffusion import flow, schedule
+
+
+def test_sampling_timesteps_match_the_released_scheduler():
+  t = 1000 * schedule.sampling_sigmas(50, 5.0)
+  np.testing.assert_allclose(t[:3], [1000.0, 995.935, 991.736], atol=1e-3)
+  np.testing.assert_allclose(t[-4:], [241.935, 172.414, 92.593, 0.0], atol=1e-3)
+  assert len(t) == 51 and np.all(np.diff(t) < 0)
+
+
+def test_training_weight_shape_from_the_method_notes():
+  sigmas = schedule.training_sigmas(5.0)
+  w = schedule.training_weights(sigmas)
+  t = 1000 * sigmas
+  assert len(t) == 1000 and t[0] == 1000.0
+  assert w[0] == 0.0  # t = 1000 is the farthest level from 500
+  assert w.max() == pytest.approx(2.076, abs=2e-3)
+  assert w[-1] == pytest.approx(0.032, abs=2e-3) and t[-1] == pytest.approx(4.98, abs=0.01)
+  assert w.mean() == pytest.approx(1.0)
+  assert np.mean(t > 500) == pytest.approx(0.83, abs=0.01)  # the shift favours high noise
+
+
+def test_one_level_per_batch_or_per_example():
+  sig, w = schedule.sample_training_sigmas(jax.random.key(0), 8)
+  assert np.unique(np.asarray(sig)).size == 1
+  sig, w = schedule.sample_training_sigmas(jax.random.key(0), 64, per_sample=True)
+  assert np.unique(np.asarray(sig)).size > 30
+  levels = schedule.training_sigmas()
+  weights = schedule.training_weights(levels)
+  for s, weight in zip(np.asarray(sig), np.asarray(w)):
+    level = np.argmin(np.abs(levels - s))
+    assert abs(levels[level] - s) < 1e-6 and weight == pytest.approx(weights[level], rel=1e-5)
+
+
+def test_interpolation_and_target_convention():
+  rng = np.random.default_rng(0)
+  x0, eps = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+  sigma = np.array([0.0, 1.0])
+  xt = np.asarray(flow.interpolate(jnp.asarray(x0), jnp.asarray(eps), jnp.asarray(sigma)))
+  np.testing.assert_allclose(xt[0], x0[0], rtol=1e-6)  # σ = 0 is data
+  np.testing.assert_allclose(xt[1], eps[1], rtol=1e-6)  # σ = 1 is noise
+  # One Euler step x ← x + v·Δσ with the true velocity lands exactly on the line.
+  s = np.array([0.7, 0.3])
+  x = np.asarray(flow.interpolate(jnp.asarray(x0), jnp.asarray(eps), jnp.asarray(s)))
+  v = np.asarray(flow.velocity_target(jnp.asarray(x0), jnp.asarray(eps)))
+  np.testing.assert_allclose(x + v * (-s)[:, None, None], x0, atol=1e-5)
+
+
+def test_losses_against_numpy():
+  rng = np.random.default_rng(1)
+  v, x0, eps = (rng.standard_normal((3, 2, 4, 4, 5)) for _ in range(3))
+  w = np.array([0.5, 1.0, 2.0])
+  expected = np.mean(np.mean(((v - (eps - x0)) ** 2).reshape(3, -1), axis=1) * w)
+  assert float(flow.flow_loss(*(jnp.asarray(a) for a in (v, x0, eps, w)))) == pytest.approx(expected, rel=1e-5)
+  p, s0, es = (rng.standard_normal((3, 65, 8)) for _ in range(3))
+  assert float(flow.semantic_loss(jnp.asarray(p), jnp.asarray(s0), jnp.asarray(es))) == pytest.approx(
+      np.mean(np.abs(p - (es - s0))), rel=1e-5)
+  assert float(flow.semantic_loss(jnp.asarray(p), jnp.asarray(s0), jnp.asarray(es), "x0_l1")) == pytest.approx(
+      np.mean(np.abs(p - s0)), rel=1e-5)
+  with pytest.raises(ValueError, match="expected one of"):
+    flow.semantic_loss(jnp.asarray(p), jnp.asarray(s0), jnp.asarray(es), "eps")
