@@ -10,33 +10,37 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+TRANSFORMERS_WEIGHTS = "model.safetensors"
+WEIGHTS_NAMES = (DIFFUSERS_WEIGHTS, TRANSFORMERS_WEIGHTS)  # looked for in this order
 
 
 def index_files(path: str) -> dict[str, str]:
   """Maps every tensor name to the file that holds it.
 
-  `path` is a .safetensors file, or a folder holding either a single
-  `diffusion_pytorch_model.safetensors` or a sharded set with its `.index.json`.
+  `path` is a .safetensors file, or a folder holding either a single weights file
+  (diffusers' `diffusion_pytorch_model.safetensors` or transformers' `model.safetensors`)
+  or a sharded set with its `.index.json`.
   """
   if os.path.isfile(path):
     files = [path]
   elif os.path.isdir(path):
-    index = os.path.join(path, DIFFUSERS_WEIGHTS + ".index.json")
-    single = os.path.join(path, DIFFUSERS_WEIGHTS)
-    if os.path.isfile(index):
-      with open(index) as f:
-        weight_map = json.load(f)["weight_map"]
-      missing = sorted({v for v in weight_map.values() if not os.path.isfile(os.path.join(path, v))})
-      if missing:
-        raise FileNotFoundError(f"{index} names shard files that are missing: {missing}")
-      return {name: os.path.join(path, file) for name, file in weight_map.items()}
-    if os.path.isfile(single):
-      files = [single]
+    for weights in WEIGHTS_NAMES:
+      index = os.path.join(path, weights + ".index.json")
+      if os.path.isfile(index):
+        with open(index) as f:
+          weight_map = json.load(f)["weight_map"]
+        missing = sorted({v for v in weight_map.values() if not os.path.isfile(os.path.join(path, v))})
+        if missing:
+          raise FileNotFoundError(f"{index} names shard files that are missing: {missing}")
+        return {name: os.path.join(path, file) for name, file in weight_map.items()}
+    singles = [os.path.join(path, w) for w in WEIGHTS_NAMES if os.path.isfile(os.path.join(path, w))]
+    if singles:
+      files = singles[:1]
     else:
       found = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
       if len(found) != 1:
         raise FileNotFoundError(
-            f"{path!r} holds neither {DIFFUSERS_WEIGHTS} nor its .index.json, and "
+            f"{path!r} holds none of {list(WEIGHTS_NAMES)} nor their .index.json, and "
             f"{len(found)} other .safetensors files ({found[:5]}); pass the file itself")
       files = [os.path.join(path, found[0])]
   else:
