@@ -13,12 +13,18 @@ def logical_to_sharding(spec: P, mesh: Mesh, rules) -> NamedSharding:
   return nn.logical_to_mesh_sharding(spec, mesh, tuple(rules))
 
 
-def state_shardings(state: nnx.State, mesh: Mesh, rules):
-  """NamedShardings for an NNX state from its variables' logical `out_sharding` names;
-  variables without names are replicated."""
-  specs = nnx.get_partition_spec(state)
-  return jax.tree.map(lambda s: logical_to_sharding(s if isinstance(s, P) else P(), mesh, rules), specs,
-                      is_leaf=lambda x: isinstance(x, P))
+def state_shardings(state: nnx.State, mesh: Mesh, rules) -> dict:
+  """NamedShardings for an NNX state, as a pure dict, from each variable's logical
+  `out_sharding` names; variables without names are replicated. Reads the names
+  themselves, so an ambient `logical_axis_rules` context cannot apply them twice."""
+  out = {}
+  for path, variable in nnx.to_flat_state(state):
+    names = variable.get_metadata().get("out_sharding") or ()
+    node = out
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = logical_to_sharding(P(*names), mesh, rules)
+  return out
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -1,0 +1,1 @@
+"""Training: optimizer and state, the jitted step, checkpoints and the loop."""

@@ -1,0 +1,67 @@
+"""Orbax checkpoints: async, atomic, keep-N plus keep-every-K.
+
+Each step directory holds three items:
+  state   the train state dict (params, optimizer state, EMA, step), restored straight
+          into its sharded layout;
+  config  the run's full config as JSON;
+  data    the data iterator's state (JSON), so a resumed run continues the exact order.
+Stage 2 starts from stage 1 with `restore_params` (params, or EMA params) and a fresh optimizer.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+ITEMS = ("state", "config", "data")
+
+
+def checkpoint_manager(directory: str, keep: int = 3, keep_every: int | None = None,
+                       async_save: bool = True) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, keep_period=keep_every, create=True,
+                                         enable_async_checkpointing=async_save)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=ITEMS)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: dict, config: dict, data_state: dict | None,
+         force: bool = False) -> bool:
+  """Starts saving `step` (asynchronously if the manager is async); True if a save began."""
+  return manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config),
+      data=ocp.args.JsonSave(data_state or {})), force=force)
+
+
+def _abstract(tree, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def restore(manager: ocp.CheckpointManager, state_like: dict, shardings: dict, step: int | None = None):
+  """Restores (state, config dict, data state) of `step` (default: the latest) into the
+  layout `shardings` describes; `state_like` gives shapes and dtypes (arrays or
+  ShapeDtypeStructs). Each host reads only its shards."""
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {manager.directory}")
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(_abstract(state_like, shardings)), config=ocp.args.JsonRestore(),
+      data=ocp.args.JsonRestore()))
+  return restored["state"], restored["config"], restored["data"]
+
+
+def restore_params(directory: str, params_like: dict, shardings: dict, use_ema: bool = False,
+                   step: int | None = None) -> dict:
+  """Parameters (or their EMA) of a checkpoint written by `save`, in the given layout,
+  without reading the optimizer state. For stage handoff (`--init_from`)."""
+  manager = checkpoint_manager(directory, async_save=False)
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  key = "ema" if use_ema else "params"
+  # Restore a partial tree: only the chosen parameter set; other items are left on disk.
+  target = {key: _abstract(params_like, shardings)}
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.PyTreeRestore(item=target, partial_restore=True, restore_args={
+          key: jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)})))
+  return restored["state"][key]

@@ -1,0 +1,40 @@
+"""Training hyper-parameters with the paper's defaults (SAMA_METHOD.md decision 5)."""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Example kinds the data pipeline tags each example with (per-task loss metrics).
+TASK_NAMES = ("t2v", "cube", "speed", "tube", "image_edit", "video_edit")
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def train_config(**overrides) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 10_000
+  # Optimizer: AdamW as the released trainer (torch defaults), lr and decay from the paper.
+  c.learning_rate = 2e-5
+  c.schedule = "constant"  # after warmup: "constant" | "cosine" | "linear" decay to 0
+  c.warmup_steps = 0
+  c.weight_decay = 0.01
+  c.b1, c.b2, c.eps = 0.9, 0.999, 1e-8
+  c.grad_clip = 1.0  # global-norm clipping; 0 turns it off (the released code shows none)
+  c.grad_accum = 1  # micro-batches per optimizer update
+  c.ema_decay = 0.9998  # every step; 0 turns EMA off
+  c.trainable = ".*"  # regex over parameter paths like "dit.blocks.attn1.to_q.kernel"
+  # Objective (SAMA_METHOD.md §5.4–5.5).
+  c.timestep_shift = 5.0
+  c.per_sample_timesteps = False  # the released trainer draws one level per batch
+  c.loss_weighting = True  # DiffSynth's Gaussian weight over timesteps
+  c.semantic_weight = 0.1  # λ
+  c.semantic_target = "velocity"  # or "x0_l1"
+  c.task_names = TASK_NAMES
+  c.update(overrides)
+  if c.schedule not in SCHEDULES:
+    raise ValueError(f"train.schedule={c.schedule!r}; expected one of {SCHEDULES}")
+  if c.grad_accum < 1:
+    raise ValueError(f"train.grad_accum={c.grad_accum} must be >= 1")
+  if not 0.0 <= c.ema_decay < 1.0:
+    raise ValueError(f"train.ema_decay={c.ema_decay} must be in [0, 1)")
+  return c

@@ -1,0 +1,69 @@
+"""The jitted training step: flow matching on the target latents plus the semantic loss
+on the anchor slots (SAMA_METHOD.md §5.4–5.6).
+
+A batch is a dict of arrays with the examples on axis 0:
+  latents  [B, F, H, W, C]   clean target latents x0 (normalised VAE latents)
+  text     [B, L, D_text]    umT5 embeddings
+  source   [B, Fs, H, W, C]  clean source latents (optional: absent for plain T2V)
+  semantic [B, N, D_sem]     clean SigLIP anchor tokens s0 (optional)
+  task     [B] int32         index into train_config.task_names (for per-task metrics)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from sama_jax.diffusion.flow import interpolate, semantic_loss, velocity_target
+from sama_jax.diffusion.schedule import NUM_TRAIN_TIMESTEPS, sample_training_sigmas
+from sama_jax.train.optimizer import learning_rate_schedule
+
+
+def compute_loss(model, batch: dict, rng: jax.Array, c):
+  """Total loss and its parts for one batch. Returns (loss, aux dict)."""
+  x0 = batch["latents"]
+  b = x0.shape[0]
+  k_sigma, k_noise, k_sem = jax.random.split(rng, 3)
+  sigma, weight = sample_training_sigmas(k_sigma, b, c.timestep_shift, c.per_sample_timesteps, c.loss_weighting)
+  noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
+  s0 = batch.get("semantic")
+  s_noise = None if s0 is None else jax.random.normal(k_sem, s0.shape, jnp.float32)
+  velocity, s_pred = model(interpolate(x0, noise, sigma), NUM_TRAIN_TIMESTEPS * sigma, batch["text"],
+                           source=batch.get("source"),
+                           semantic=None if s0 is None else interpolate(s0, s_noise, sigma))
+  err = jnp.square(velocity - velocity_target(x0, noise))
+  per_example = jnp.mean(err.reshape(b, -1), axis=1) * weight  # [B]
+  flow = jnp.mean(per_example)
+  sem = jnp.zeros(()) if s0 is None else semantic_loss(s_pred, s0, s_noise, c.semantic_target)
+  loss = flow + c.semantic_weight * sem
+  task = batch.get("task", jnp.zeros((b,), jnp.int32))
+  onehot = jax.nn.one_hot(task, len(c.task_names), dtype=jnp.float32)  # [B, K]
+  aux = {"loss_flow": flow, "loss_semantic": sem, "sigma_mean": jnp.mean(sigma),
+         "task_loss_sum": onehot.T @ per_example, "task_count": onehot.sum(0)}
+  return loss, aux
+
+
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, train_config):
+  """train_step(state, batch, rng) -> (state, metrics), pure; jit it with shardings."""
+  c = train_config
+  schedule = learning_rate_schedule(c)
+
+  def train_step(state, batch, rng):
+    rng = jax.random.fold_in(rng, state["step"])
+
+    def loss_fn(params):
+      return compute_loss(nnx.merge(graphdef, params), batch, rng, c)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    ema = state["ema"]
+    if ema is not None:
+      ema = jax.tree.map(lambda e, p: c.ema_decay * e + (1.0 - c.ema_decay) * p, ema, params)
+    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
+               "learning_rate": schedule(state["step"] // c.grad_accum)}
+    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema}, metrics
+
+  return train_step

@@ -1,0 +1,377 @@
+"""The synthetic world (SYNTHETIC_WORLD.md): scenes, rendering, edits, data sources and
+measurements. Pure NumPy; every test runs in the default suite."""
+
+import dataclasses
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from sama_jax.data import synthetic_grammar as grammar
+from sama_jax.data.synthetic import WORLD_KINDS, WorldSource, world_case, world_example
+from sama_jax.data.synthetic_edits import (EDIT_KINDS, HELD_OUT, Edit, add_position, apply_edit,
+                                           edit_from_instruction, edited_pairs, sample_edit,
+                                           sample_unmatched_instruction)
+from sama_jax.data.synthetic_metrics import (edit_success, evaluate_edit, ground_truth, motion_error,
+                                             preservation_psnr, summarise, temporal_flicker)
+from sama_jax.data.synthetic_render import render, render_layers, shape_coverage
+from sama_jax.data.synthetic_scene import (COLOURS, OBJECT_COLOURS, SHAPES, Background, Motion, Scene,
+                                           SceneObject, contrasts, sample_scene)
+
+BLACK = Background(("black",))
+
+
+def one_object_scene(motion, shape="circle", colour="red", radius=6.0, frames=17, size=64):
+  return Scene((SceneObject(shape, colour, radius, motion),), BLACK, frames, size, size)
+
+
+def case(kind, index, split="video_edit"):
+  return world_case(split, index, 0, kinds=(kind,))
+
+
+def fold(u, lo, hi):
+  """Position of a point moving freely along u, reflected between two walls."""
+  span = hi - lo
+  return lo + span - np.abs(np.mod(u - lo, 2 * span) - span)
+
+
+# Scenes and rendering.
+
+def test_scene_sampling_is_deterministic_for_a_seed():
+  assert sample_scene(np.random.default_rng(7)) == sample_scene(np.random.default_rng(7))
+  assert sample_scene(np.random.default_rng(7)) != sample_scene(np.random.default_rng(8))
+
+
+def test_render_is_deterministic_with_documented_shapes_and_dtypes():
+  scene = sample_scene(np.random.default_rng(3), frames=9, height=48, width=80)
+  frames, masks, centroids = render(scene)
+  n = len(scene.objects)
+  assert frames.shape == (9, 48, 80, 3) and frames.dtype == np.uint8
+  assert masks.shape == (9, n, 48, 80) and masks.dtype == bool
+  assert centroids.shape == (9, n, 2) and centroids.dtype == np.float32
+  again = render(scene)
+  assert all(np.array_equal(a, b) for a, b in zip((frames, masks, centroids), again))
+
+
+@pytest.mark.parametrize("frames,height,width", [(16, 64, 64), (0, 64, 64), (17, 8, 64)])
+def test_bad_clip_sizes_are_rejected_with_the_expected_form(frames, height, width):
+  with pytest.raises(ValueError, match="4k\\+1|pixels"):
+    sample_scene(np.random.default_rng(0), frames, height, width)
+
+
+def test_edges_are_anti_aliased():
+  frames, _, _ = render(one_object_scene(Motion((30.3, 31.7)), colour="white"))
+  red = frames[0, ..., 0].astype(int)
+  edge = (red > COLOURS["black"][0]) & (red < COLOURS["white"][0])
+  assert edge.sum() >= 20  # a ring of partly covered pixels around the circle
+  assert set(np.unique(red[edge])) > {red[edge].min(), red[edge].max()}  # graded, not two-level
+
+
+@pytest.mark.parametrize("shape,area", [("circle", math.pi * 36), ("square", (1.7 * 6) ** 2),
+                                        ("triangle", 3 * math.sqrt(3) / 4 * (1.15 * 6) ** 2),
+                                        ("cross", 2 * (12 * 4.2) - 4.2 ** 2)])
+def test_coverage_integrates_to_the_shape_area_and_centres_on_the_centroid(shape, area):
+  coverage = shape_coverage(shape, 6.0, np.array([[20.3, 21.7]]), 48, 48)[0]
+  assert coverage.sum() == pytest.approx(area, rel=0.01)
+  ys, xs = np.indices(coverage.shape) + 0.5
+  centroid = (coverage * ys).sum() / coverage.sum(), (coverage * xs).sum() / coverage.sum()
+  np.testing.assert_allclose(centroid, (20.3, 21.7), atol=0.05)
+
+
+def test_linear_motion_follows_the_velocity_and_bounces_off_walls():
+  scene = one_object_scene(Motion((20.0, 30.0), velocity=(1.5, 4.5)))
+  _, _, centroids = render(scene)
+  lo, hi = scene.objects[0].extent, 64 - scene.objects[0].extent
+  t = np.arange(17)
+  expected = np.stack([fold(20.0 + 1.5 * t, lo, hi), fold(30.0 + 4.5 * t, lo, hi)], -1)
+  np.testing.assert_allclose(centroids[:, 0], expected, atol=1e-4)
+  steps = np.diff(centroids[:, 0, 1])
+  assert (steps > 0).any() and (steps < 0).any()  # it did bounce
+
+
+def test_mask_centroids_follow_the_true_centres():
+  frames, masks, centroids = render(one_object_scene(Motion((20.0, 30.0), velocity=(1.5, 2.5)), "square"))
+  for t in range(17):
+    ys, xs = np.nonzero(masks[t, 0])
+    np.testing.assert_allclose((ys.mean() + 0.5, xs.mean() + 0.5), centroids[t, 0], atol=0.6)
+
+
+def test_static_objects_do_not_move():
+  frames, _, centroids = render(one_object_scene(Motion((25.0, 40.0)), "cross"))
+  assert np.all(centroids == centroids[0]) and np.all(frames == frames[0])
+
+
+def test_gravity_accelerates_downwards_and_stays_in_the_frame():
+  scene = one_object_scene(Motion((12.0, 32.0), acceleration=(0.5, 0.0)), frames=33)
+  y = render(scene)[2][:, 0, 0]
+  extent = scene.objects[0].extent
+  np.testing.assert_allclose(np.diff(y)[:5], 0.5 * np.arange(5), atol=1e-5)  # falls faster and faster
+  assert y.min() >= extent - 1e-4 and y.max() <= 64 - extent + 1e-4
+
+
+def test_circular_motion_stays_on_its_circle():
+  scene = one_object_scene(Motion((32.0, 32.0), orbit_radius=10.0, angular_speed=0.2, phase=1.0))
+  centres = render(scene)[2][:, 0]
+  np.testing.assert_allclose(np.linalg.norm(centres - 32.0, axis=-1), 10.0, atol=1e-4)
+
+
+def test_sampled_scenes_follow_the_world_rules():
+  kinds = set()
+  for seed in range(150):
+    scene = sample_scene(np.random.default_rng(seed))
+    assert 1 <= len(scene.objects) <= 3
+    pairs = [(o.shape, o.colour) for o in scene.objects]
+    assert len(set(pairs)) == len(pairs)  # every object can be named unambiguously
+    assert all(contrasts(o.colour, scene.background) for o in scene.objects)
+    _, _, centres = render_layers(scene)
+    for i, obj in enumerate(scene.objects):
+      assert centres[:, i].min() >= obj.extent - 1e-3 and centres[:, i].max() <= 64 - obj.extent + 1e-3
+      kinds.add("static" if obj.motion.is_static else "orbit" if obj.motion.orbit_radius else
+                "gravity" if any(obj.motion.acceleration) else "linear")
+    kinds.add(len(scene.background.colours))
+  assert kinds == {"static", "linear", "gravity", "orbit", 1, 2}
+
+
+# Edits.
+
+def test_recolour_changes_only_pixels_inside_the_object_and_keeps_its_motion():
+  for index in range(5):
+    scene, edit = case("recolour", index)
+    source, _, source_centres = render_layers(scene)
+    target, _, target_centres = render_layers(apply_edit(scene, edit))
+    _, visible, _ = render_layers(scene)
+    changed = (source != target).any(-1)
+    assert changed.any() and not changed[visible[:, edit.target] == 0].any()
+    np.testing.assert_array_equal(source_centres, target_centres)
+
+
+def test_replace_keeps_the_motion_and_changes_only_the_object():
+  for index in range(5):
+    scene, edit = case("replace", index)
+    edited = apply_edit(scene, edit)
+    assert edited.objects[edit.target].shape == edit.shape != scene.objects[edit.target].shape
+    source, before, centres = render_layers(scene)
+    target, after, edited_centres = render_layers(edited)
+    np.testing.assert_array_equal(centres, edited_centres)
+    changed = (source != target).any(-1)
+    assert not changed[(before[:, edit.target] == 0) & (after[:, edit.target] == 0)].any()
+
+
+def test_remove_leaves_the_background_where_the_object_was_unoccluded():
+  for index in range(5):
+    scene, edit = case("remove", index)
+    _, visible, _ = render_layers(scene)
+    target, remaining, _ = render_layers(apply_edit(scene, edit))
+    empty, _, _ = render_layers(dataclasses.replace(scene, objects=()))
+    was_there = (visible[:, edit.target] > 0) & (remaining.sum(axis=1) == 0)
+    assert was_there.any()
+    np.testing.assert_array_equal(target[was_there], empty[was_there])
+
+
+@pytest.mark.parametrize("place", grammar.PLACES)
+def test_add_puts_a_static_object_at_the_named_place(place):
+  scene = one_object_scene(Motion((32.0, 32.0), velocity=(0.0, 0.0)), "circle", "red", 4.0)
+  edit = edit_from_instruction(scene, f"add a blue square {grammar.place_phrase(place)}")
+  edited = apply_edit(scene, edit)
+  _, masks, centres = render(edited)
+  assert edit.target == 1 and edited.objects[1].motion.is_static
+  assert np.all(centres[:, 1] == centres[0, 1])
+  ys, xs = np.nonzero(masks[0, 1])
+  y, x = ys.mean() + 0.5, xs.mean() + 0.5
+  np.testing.assert_allclose((y, x), add_position(place, 64, 64), atol=0.6)
+  if place != "center":
+    assert (y < 32) == ("top" in place) and (x < 32) == ("left" in place)
+
+
+def test_background_edit_changes_only_background_pixels():
+  for index in range(5):
+    scene, edit = case("background", index)
+    source, visible, _ = render_layers(scene)
+    target, _, _ = render_layers(apply_edit(scene, edit))
+    covered = visible.sum(axis=1) > 1 - 1e-6
+    pure = visible.sum(axis=1) == 0
+    np.testing.assert_array_equal(source[covered], target[covered])
+    assert np.all(target[pure] == COLOURS[edit.colour])
+
+
+def test_spec_example_instructions_parse():
+  assert grammar.parse_instruction("make the red circle blue")["colour"] == "blue"
+  assert grammar.parse_instruction("change the colour of the square to yellow")["ref_shape"] == "square"
+  replace = grammar.parse_instruction("replace the green triangle with a green cross")
+  assert (replace["kind"], replace["ref_shape"], replace["shape"]) == ("replace", "triangle", "cross")
+  assert grammar.parse_instruction("remove the blue square")["kind"] == "remove"
+  assert grammar.parse_instruction("add a white circle in the top left corner")["place"] == "top left"
+  assert grammar.parse_instruction("change the background to orange")["kind"] == "background"
+  with pytest.raises(ValueError, match="matches no template"):
+    grammar.parse_instruction("dance the red circle")
+
+
+def test_sampled_instructions_parse_back_to_their_edit():
+  phrasings = set()
+  for seed in range(150):
+    rng = np.random.default_rng(seed)
+    scene = sample_scene(rng)
+    edit = sample_edit(scene, rng)
+    assert edit_from_instruction(scene, edit.instruction) == edit
+    assert set(edit.instruction.split()) <= set(grammar.vocabulary())
+    phrasings.add(edit.instruction.split()[0])
+  assert len(phrasings) >= 8  # several phrasings per kind are in use
+
+
+def test_unmatched_instructions_name_absent_objects_and_change_nothing():
+  for seed in range(50):
+    rng = np.random.default_rng(seed)
+    scene = sample_scene(rng)
+    edit = sample_unmatched_instruction(scene, rng)
+    assert edit.kind == "unmatched"
+    assert edit_from_instruction(scene, edit.instruction).kind == "unmatched"
+    assert apply_edit(scene, edit) == scene
+
+
+def test_impossible_edits_are_clear_errors():
+  scene = one_object_scene(Motion((32.0, 32.0)))
+  with pytest.raises(ValueError, match="edit kinds"):
+    sample_edit(scene, np.random.default_rng(0), kinds=("explode",))
+  with pytest.raises(ValueError, match="targets object 3"):
+    apply_edit(scene, Edit("remove", "remove the circle", 3))
+  everything = frozenset((s, c) for s in SHAPES for c in OBJECT_COLOURS)
+  with pytest.raises(ValueError, match="no edit of kinds"):
+    sample_edit(scene, np.random.default_rng(0), kinds=("recolour",), exclude=everything)
+
+
+# Data sources.
+
+def test_held_out_pairs_never_appear_in_training_examples():
+  for index in range(300):
+    for kind in ("image_edit", "video_edit"):
+      scene, edit = world_case(kind, index, 1)
+      shown = {(o.shape, o.colour) for s in (scene, apply_edit(scene, edit)) for o in s.objects}
+      assert not shown & HELD_OUT, (kind, index, edit)
+    scene, _ = world_case("clip", index, 1)
+    assert not {(o.shape, o.colour) for o in scene.objects} & HELD_OUT
+
+
+def test_evaluation_edits_involve_held_out_pairs_or_absent_objects():
+  kinds = set()
+  for index in range(100):
+    scene, edit = world_case("eval_edit", index, 0)
+    kinds.add(edit.kind)
+    if edit.kind == "unmatched":
+      assert apply_edit(scene, edit) == scene
+    else:
+      assert edited_pairs(scene, edit) & HELD_OUT
+  assert kinds == set(EDIT_KINDS) | {"unmatched"}
+  train = {world_case("video_edit", i, 0)[0] for i in range(50)}
+  assert not train & {world_case("eval_edit", i, 0)[0] for i in range(50)}  # separate seed streams
+
+
+@pytest.mark.parametrize("kind", WORLD_KINDS)
+def test_world_examples_are_random_access_and_reproducible(kind):
+  first, again, other = world_example(kind, 5, 3), world_example(kind, 5, 3), world_example(kind, 6, 3)
+  assert first.keys() == again.keys()
+  assert all(np.array_equal(first[k], again[k]) for k in first)
+  image = first["source"] if "source" in first else first["video"]
+  assert image.dtype == np.uint8 and image.shape[-3:] == (64, 64, 3)
+  assert not np.array_equal(image, other["source"] if "source" in other else other["video"])
+
+
+def test_video_edit_examples_carry_consistent_masks_and_trajectories():
+  example = world_example("video_edit", 2, 0, frames=9, height=32, width=48)
+  assert example["source"].shape == example["target"].shape == (9, 32, 48, 3)
+  assert example["target_masks"].shape == (9, 4, 32, 48) and example["target_centroids"].shape == (9, 4, 2)
+  assert not example["target_masks"][:, ~example["target_present"]].any()
+  changed = (example["source"] != example["target"]).any(-1)
+  assert not changed[~example["edit_region"]].any()
+  assert isinstance(example["instruction"], str) and isinstance(example["caption"], str)
+
+
+def test_clip_captions_describe_the_scene():
+  scene = Scene((SceneObject("circle", "red", 6, Motion((20, 20), (1, 0))),
+                 SceneObject("square", "blue", 6, Motion((40, 40)))), Background(("green",)))
+  assert grammar.caption(scene) == "a red circle and a blue square moving on a green background"
+  example = world_example("clip", 0, 0)
+  assert example["video"].shape == (17, 64, 64, 3) and example["caption"]
+
+
+def test_world_source_is_an_indexable_sequence():
+  source = WorldSource("image_edit", 3, seed=2, options=(("height", 32), ("width", 32)))
+  assert len(source) == 3 and source[1]["source"].shape == (32, 32, 3)
+  assert source[1]["instruction"] == world_example("image_edit", 1, 2, height=32, width=32)["instruction"]
+  with pytest.raises(IndexError, match="outside"):
+    source[3]
+
+
+# Measurements.
+
+@pytest.mark.parametrize("kind", EDIT_KINDS)
+def test_ground_truth_scores_perfectly_and_identity_fails(kind):
+  cases = [case(kind, index, "eval_edit") for index in range(6)]
+  cases = [(scene, edit) for scene, edit in cases if edit.kind == kind][:3]
+  assert cases
+  for scene, edit in cases:
+    truth = ground_truth(scene, edit)
+    perfect = evaluate_edit(truth.frames, scene, edit)
+    assert perfect["success"] and perfect["psnr"] == math.inf
+    # nan, not 0, where there is nothing to measure (no object left, no still pixel)
+    assert not perfect["motion_error"] > 0 and not perfect["flicker"] > 0
+    assert not edit_success(truth.source_frames, scene, edit)
+
+
+def test_unmatched_instruction_is_answered_by_the_unchanged_video():
+  rng = np.random.default_rng(4)
+  scene = sample_scene(rng)
+  edit = sample_unmatched_instruction(scene, rng)
+  frames = render(scene)[0]
+  assert edit_success(frames, scene, edit) and preservation_psnr(frames, scene, edit) == math.inf
+  other = next(c for c in ("navy", "black") if scene.background.colours != (c,))
+  repainted = render(dataclasses.replace(scene, background=Background((other,))))[0]
+  assert not edit_success(repainted, scene, edit)
+
+
+def test_motion_error_measures_a_displaced_object():
+  scene, edit = case("recolour", 0)
+  edited = apply_edit(scene, edit)
+  obj = edited.objects[edit.target]
+  shifted = list(edited.objects)
+  shifted[edit.target] = dataclasses.replace(
+      obj, motion=dataclasses.replace(obj.motion, start=(obj.motion.start[0], obj.motion.start[1] + 2.0)))
+  moved = render(dataclasses.replace(edited, objects=tuple(shifted)))[0]
+  assert 1.0 < motion_error(moved, scene, edit) < 3.0
+
+
+def test_preservation_ignores_the_edit_region_and_flicker_sees_noise():
+  scene, edit = case("recolour", 1)
+  truth = ground_truth(scene, edit)
+  rng = np.random.default_rng(0)
+  region = np.zeros(truth.frames.shape, bool)
+  region[truth.visible[:, edit.target] > 0] = True
+  inside = np.where(region, rng.integers(0, 256, truth.frames.shape), truth.frames).astype(np.uint8)
+  assert preservation_psnr(inside, scene, edit) == math.inf
+  noisy = np.clip(truth.frames + rng.normal(0, 8, truth.frames.shape), 0, 255)
+  assert 25 < preservation_psnr(noisy, scene, edit) < 35
+  assert temporal_flicker(truth.frames, scene, edit) == 0 < temporal_flicker(noisy, scene, edit)
+
+
+def test_summary_reports_success_per_edit_kind():
+  rows = [{"kind": "remove", "success": True, "psnr": math.inf, "motion_error": 0.0, "flicker": 0.0},
+          {"kind": "remove", "success": False, "psnr": 20.0, "motion_error": math.nan, "flicker": 1.0}]
+  table = summarise(rows)
+  assert table["remove"]["success"] == 0.5 and table["all"]["count"] == 2
+  assert table["remove"]["psnr"] == 60.0 and table["remove"]["motion_error"] == 0.0
+
+
+def test_pred_of_the_wrong_shape_is_a_clear_error():
+  scene, edit = case("recolour", 0)
+  with pytest.raises(ValueError, match=r"\[T, H, W, 3\]"):
+    edit_success(np.zeros((16, 64, 64, 3), np.uint8), scene, edit)
+
+
+def test_the_synthetic_world_imports_neither_jax_nor_the_models():
+  code = ("import sys\n"
+          "import sama_jax.data.synthetic, sama_jax.data.synthetic_metrics\n"
+          "bad = [m for m in sys.modules if m.split('.')[0] == 'jax' or m.startswith('sama_jax.models')]\n"
+          "assert not bad, bad\n")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

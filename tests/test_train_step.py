@@ -1,0 +1,135 @@
+"""The jitted train step under device meshes, the optimizer options and checkpoints."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from sama_jax.parallel.mesh import make_mesh, mesh_config
+from sama_jax.parallel.sharding import batch_sharding, global_batch
+from sama_jax.train import checkpoint as ckpt
+from sama_jax.train.config import train_config
+from sama_jax.train.state import create_train_state
+from sama_jax.train.step import make_train_step
+
+
+def make_batch(b=8, seed=0, source=True, semantic=True):
+  rng = np.random.default_rng(seed)
+  r = lambda *s: rng.standard_normal(s).astype(np.float32)
+  batch = {"latents": r(b, 3, 4, 4, 16), "text": r(b, 7, 32), "task": (np.arange(b) % 6).astype(np.int32)}
+  if source:
+    batch["source"] = r(b, 2, 4, 4, 16)
+  if semantic:
+    batch["semantic"] = r(b, 5, 48)
+  return batch
+
+
+def run(model_config, tc, degrees, steps=3, batch=None, state_hook=None):
+  mc = mesh_config(**dict(zip(("data", "fsdp", "context", "tensor"), degrees)))
+  mesh = make_mesh(mc, jax.devices()[:int(np.prod(degrees))])
+  batch = make_batch() if batch is None else batch
+  with jax.set_mesh(mesh), nn.logical_axis_rules(mc.rules):
+    graphdef, optimizer, state, shardings = create_train_state(model_config, tc, mesh, mc.rules)
+    step = jax.jit(make_train_step(graphdef, optimizer, tc), in_shardings=(shardings, batch_sharding(mesh), None),
+                   out_shardings=(shardings, None), donate_argnums=0)
+    history = []
+    for _ in range(steps):
+      state, metrics = step(state, global_batch(batch, mesh), jax.random.key(1))
+      history.append(jax.device_get(metrics))
+  return state, history, shardings
+
+
+@pytest.mark.parametrize("degrees", [(8, 1, 1, 1), (2, 4, 1, 1), (2, 2, 1, 2), (1, 2, 2, 2)])
+def test_meshes_give_the_single_device_losses(tiny_config, degrees):
+  tc = train_config(learning_rate=1e-3)
+  _, single, _ = run(tiny_config, tc, (1, 1, 1, 1))
+  state, sharded, shardings = run(tiny_config, tc, degrees)
+  for a, b in zip(single, sharded):
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+  assert single[0]["loss"] != single[2]["loss"]  # the steps did change the model
+  kernel = state["params"]["dit"]["blocks"]["ffn"]["proj_in"]["kernel"]
+  assert kernel.sharding == shardings["params"]["dit"]["blocks"]["ffn"]["proj_in"]["kernel"]
+
+
+def test_metrics_report_each_part_and_task(tiny_config):
+  tc = train_config(learning_rate=1e-3)
+  _, history, _ = run(tiny_config, tc, (1, 1, 1, 1), steps=1)
+  m = history[0]
+  assert m["loss"] == pytest.approx(m["loss_flow"] + 0.1 * m["loss_semantic"], rel=1e-5)
+  np.testing.assert_array_equal(m["task_count"], [2, 2, 1, 1, 1, 1])
+  assert m["task_loss_sum"].sum() / 8 == pytest.approx(m["loss_flow"], rel=1e-5)
+  assert m["grad_norm"] > 0 and m["learning_rate"] == pytest.approx(1e-3)
+
+
+def test_no_semantic_tokens_means_no_semantic_loss(tiny_config):
+  _, history, _ = run(tiny_config, train_config(), (1, 1, 1, 1), steps=1, batch=make_batch(semantic=False, source=False))
+  assert history[0]["loss_semantic"] == 0 and history[0]["loss"] == history[0]["loss_flow"]
+
+
+def test_loss_falls_when_fitting_one_batch(tiny_config):
+  tc = train_config(learning_rate=3e-3, ema_decay=0.0, per_sample_timesteps=True, loss_weighting=False)
+  _, history, _ = run(tiny_config, tc, (1, 1, 1, 1), steps=40, batch=make_batch(b=4))
+  first, last = np.mean([h["loss"] for h in history[:5]]), np.mean([h["loss"] for h in history[-5:]])
+  assert last < 0.9 * first, (first, last)
+
+
+def test_frozen_parameters_do_not_move_and_ema_follows(tiny_config):
+  tc = train_config(learning_rate=1e-2, trainable=r"(semantic_head|siglip_feat_mlp)\..*", ema_decay=0.5)
+  mc = mesh_config(data=1)
+  mesh = make_mesh(mc, jax.devices()[:1])
+  graphdef, optimizer, state, _ = create_train_state(tiny_config, tc, mesh, mc.rules)
+  before = jax.device_get(state["params"])
+  new, _ = jax.jit(make_train_step(graphdef, optimizer, tc))(state, make_batch(), jax.random.key(0))
+  after = jax.device_get(new["params"])
+  np.testing.assert_array_equal(after["dit"]["blocks"]["ffn"]["proj_in"]["kernel"],
+                                before["dit"]["blocks"]["ffn"]["proj_in"]["kernel"])
+  assert np.abs(after["semantic_head"]["proj"]["kernel"] - before["semantic_head"]["proj"]["kernel"]).max() > 0
+  ema = jax.device_get(new["ema"])["semantic_head"]["proj"]["kernel"]
+  np.testing.assert_allclose(ema, 0.5 * before["semantic_head"]["proj"]["kernel"]
+                             + 0.5 * after["semantic_head"]["proj"]["kernel"], rtol=1e-6)
+
+
+def test_gradient_accumulation_updates_every_k_micro_steps(tiny_config):
+  tc = train_config(learning_rate=1e-2, grad_accum=2, ema_decay=0.0)
+  mc = mesh_config(data=1)
+  graphdef, optimizer, state, _ = create_train_state(tiny_config, tc, make_mesh(mc, jax.devices()[:1]), mc.rules)
+  step = jax.jit(make_train_step(graphdef, optimizer, tc))
+  kernel = lambda s: np.asarray(s["params"]["dit"]["blocks"]["ffn"]["proj_in"]["kernel"])
+  k0 = kernel(state)
+  state, _ = step(state, make_batch(seed=1), jax.random.key(0))
+  np.testing.assert_array_equal(kernel(state), k0)  # first micro-step: gradients only accumulate
+  state, _ = step(state, make_batch(seed=2), jax.random.key(0))
+  assert np.abs(kernel(state) - k0).max() > 0
+
+
+def test_trainable_pattern_that_matches_nothing_is_an_error(tiny_config):
+  mc = mesh_config(data=1)
+  with pytest.raises(ValueError, match="matches no parameter"):
+    create_train_state(tiny_config, train_config(trainable="encoder.*"), make_mesh(mc, jax.devices()[:1]), mc.rules)
+
+
+def test_checkpoint_round_trip_restores_sharded_state_and_ema_params(tiny_config, tmp_path):
+  tc = train_config(learning_rate=1e-3)
+  state, _, shardings = run(tiny_config, tc, (2, 2, 1, 2), steps=1)
+  manager = ckpt.checkpoint_manager(str(tmp_path))
+  ckpt.save(manager, 1, state, {"note": "tiny"}, {"position": 7})
+  manager.wait_until_finished()
+  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+  restored, config, data = ckpt.restore(manager, like, shardings)
+  assert config == {"note": "tiny"} and data == {"position": 7}
+  for a, b, s in zip(jax.tree.leaves(state), jax.tree.leaves(restored), jax.tree.leaves(shardings)):
+    assert b.sharding == s
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  ema = ckpt.restore_params(str(tmp_path), like["params"], shardings["params"], use_ema=True)
+  for a, b in zip(jax.tree.leaves(state["ema"]), jax.tree.leaves(ema)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bad_mesh_degrees_are_named():
+  with pytest.raises(ValueError, match="needs 16 devices; there are 8"):
+    make_mesh(mesh_config(data=4, fsdp=4))
+  with pytest.raises(ValueError, match="at most one axis may be -1"):
+    make_mesh(mesh_config(data=-1, fsdp=-1))
+  with pytest.raises(ValueError, match="not divisible by 3"):
+    make_mesh(mesh_config(data=-1, fsdp=3))
