@@ -67,3 +67,37 @@ def test_losses_against_numpy():
       np.mean(np.abs(p - s0)), rel=1e-5)
   with pytest.raises(ValueError, match="expected one of"):
     flow.semantic_loss(jnp.asarray(p), jnp.asarray(s0), jnp.asarray(es), "eps")
+
+
+def test_euler_with_the_exact_velocity_lands_on_the_data():
+  """For data concentrated at x0 the true velocity at x is (x − x0)/σ; Euler on any level
+  grid then reaches x0 exactly (the path is a straight line)."""
+  from sama_jax.diffusion.sampler import euler_sample
+  rng = np.random.default_rng(0)
+  x0 = jnp.asarray(rng.standard_normal((2, 3, 4, 4, 5)), jnp.float32)
+  s0 = jnp.asarray(rng.standard_normal((2, 6, 7)), jnp.float32)
+
+  def oracle(x, t, text, s):
+    sigma = (t / 1000.0)[:, None, None, None, None]
+    n = x.shape[0] // x0.shape[0]  # doubled batch under guidance
+    vs = None if s is None else (s - jnp.concatenate([s0] * n)) / sigma[..., 0, 0]
+    return (x - jnp.concatenate([x0] * n)) / sigma, vs
+
+  text = jnp.zeros((2, 4, 8))
+  calls = []
+  out = euler_sample(oracle, jnp.asarray(rng.standard_normal(x0.shape), jnp.float32), text, text,
+                     jnp.asarray(rng.standard_normal(s0.shape), jnp.float32), steps=7, shift=5.0,
+                     guidance=3.0, progress=calls.append)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(x0), atol=1e-4)
+  assert calls == list(range(7))
+
+
+def test_guidance_is_text_only_and_linear():
+  from sama_jax.diffusion.sampler import guided_velocity
+  text, neg = jnp.ones((1, 2, 3)), jnp.zeros((1, 2, 3))
+  fn = lambda x, t, c, s: (x * 0 + c.sum(axis=(1, 2))[:, None], None)  # positive: 6, negative: 0
+  v, vs = guided_velocity(fn, jnp.zeros((1, 4)), None, jnp.zeros((1,)), text, neg, 5.0)
+  np.testing.assert_allclose(np.asarray(v), 30.0)  # 0 + 5·(6 − 0)
+  assert vs is None
+  v1, _ = guided_velocity(fn, jnp.zeros((1, 4)), None, jnp.zeros((1,)), text, neg, 1.0)
+  np.testing.assert_allclose(np.asarray(v1), 6.0)  # scale 1: the positive branch alone

@@ -71,3 +71,22 @@ def encode_text(tokenizer, umt5, prompts, text_len: int | None = None) -> jax.Ar
   exact zeros past each prompt's length. text_len defaults to umt5.config.text_len (512)."""
   ids, mask = tokenize(tokenizer, prompts, text_len or umt5.config.text_len)
   return umt5(jnp.asarray(ids), jnp.asarray(mask))
+
+
+def word_tokenizer(words, folder: str):
+  """A word-level tokenizer (lower-cased; words and punctuation split apart) over `words`,
+  saved to `folder` as a transformers tokenizer and loaded back. Ids: 0 <pad>, 1 </s>,
+  2 <unk>, then the words. The synthetic world's stand-in for the umT5 tokenizer."""
+  from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+  from transformers import PreTrainedTokenizerFast
+
+  vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+  for word in sorted({w.lower() for text in words for w in re.findall(r"\w+|[^\w\s]+", text)}):
+    vocab.setdefault(word, len(vocab))
+  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  tok.normalizer = normalizers.Lowercase()
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+  PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                          unk_token="<unk>").save_pretrained(folder)
+  return load_tokenizer(folder)

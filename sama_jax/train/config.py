@@ -9,6 +9,22 @@ TASK_NAMES = ("t2v", "cube", "speed", "tube", "image_edit", "video_edit")
 SCHEDULES = ("constant", "cosine", "linear")
 
 
+def run_config(**overrides) -> ml_collections.ConfigDict:
+  """How a run executes: logging, checkpoints, multi-host."""
+  c = ml_collections.ConfigDict()
+  c.log_every = 10
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.keep_every = 0  # also keep every K-th step's checkpoint (0: none)
+  c.async_checkpoints = True
+  c.peak_tflops = 0.0  # per-device peak for MFU; 0 looks the device up
+  c.progress_bar = True
+  c.distributed = False  # call jax.distributed.initialize() (multi-host launchers set this)
+  c.prompt_prefix = ""  # e.g. "[Video edit] " as the released model expects
+  c.update(overrides)
+  return c
+
+
 def train_config(**overrides) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -23,6 +39,7 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   c.grad_accum = 1  # micro-batches per optimizer update
   c.ema_decay = 0.9998  # every step; 0 turns EMA off
   c.trainable = ".*"  # regex over parameter paths like "dit.blocks.attn1.to_q.kernel"
+  c.init_from_ema = True  # --init_from takes the earlier stage's EMA parameters
   # Objective (SAMA_METHOD.md §5.4–5.5).
   c.timestep_shift = 5.0
   c.per_sample_timesteps = False  # the released trainer draws one level per batch

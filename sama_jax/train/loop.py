@@ -1,0 +1,157 @@
+"""The training loop, top to bottom: mesh, encoders, data, state (fresh, resumed or
+initialised from an earlier stage), the jitted step, metrics and checkpoints.
+
+    python -m sama_jax.train --config configs/stage1_tiny.py --workdir runs/stage1
+    python -m sama_jax.train --config configs/stage2_tiny.py --workdir runs/stage2 \
+        --init_from runs/stage1
+
+A run resumes from the newest checkpoint in WORKDIR (state, config and data order);
+`--init_from` starts a stage from another run's parameters (or their EMA) with a fresh
+optimizer. SIGTERM (preemption) saves a checkpoint before exiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from tqdm import tqdm
+
+from sama_jax.encoders import build_encoders, host_arrays, make_encode_fn
+from sama_jax.models.flops import dit_flops
+from sama_jax.parallel.mesh import make_mesh
+from sama_jax.parallel.sharding import batch_sharding, global_batch
+from sama_jax.train import checkpoint as ckpt
+from sama_jax.train.metrics import MetricWriter, first_non_finite, peak_tflops, summarise
+from sama_jax.train.state import create_train_state
+from sama_jax.train.step import make_train_step
+
+log = logging.getLogger(__name__)
+
+
+def check_compatible(config, encoders) -> None:
+  """The DiT's input widths must be the encoders' output widths."""
+  m = config.model
+  pairs = [("model.in_channels", m.in_channels, "latent channels", encoders.latent_channels),
+           ("model.text_dim", m.text_dim, "text encoder width", encoders.text_dim)]
+  if encoders.semantic_dim is not None:
+    pairs.append(("model.semantic_dim", m.semantic_dim, "SigLIP width", encoders.semantic_dim))
+  for field, value, what, actual in pairs:
+    if value != actual:
+      raise ValueError(f"{field}={value} but the {what} is {actual}; set them equal in the config")
+
+
+class Preemption:
+  """Turns SIGTERM into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    log.warning("SIGTERM: saving a checkpoint and stopping after this step")
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def step_cost(config, batch) -> tuple[float, int]:
+  """(FLOPs of one training step, forward + backward; sequence tokens in the batch)."""
+  b, f, h, w, _ = batch["latents"].shape
+  source, semantic = batch.get("source"), batch.get("semantic")
+  frames_s = None if source is None or config.model.source_mode == "channel" else source.shape[1]
+  num_semantic = 0 if semantic is None else semantic.shape[1]
+  pt, ph, pw = config.model.patch_size
+  tokens = b * (((frames_s or 0) + f) // pt * (h // ph) * (w // pw) + num_semantic)
+  flops = dit_flops(config.model, batch=b, frames=f, height=h, width=w, text_len=batch["text"].shape[1],
+                    source_frames=frames_s, num_semantic=num_semantic).train
+  return flops, tokens
+
+
+def train(config, workdir: str, init_from: str | None = None, make_data=None) -> dict:
+  """Runs config.config.train.total_steps steps (resuming if WORKDIR has checkpoints). Returns the
+  last logged scalars. `make_data(config, process_index, process_count)` builds the data
+  iterator (default: the stage's pipeline from `sama_jax.data.pipeline`)."""
+  run = config.run
+  if run.distributed:
+    jax.distributed.initialize()
+  process, processes = jax.process_index(), jax.process_count()
+  mesh = make_mesh(config.mesh)
+  rules = config.mesh.rules
+  encoders = build_encoders(config.encoders)
+  check_compatible(config, encoders)
+  encode = make_encode_fn(encoders)
+  if make_data is None:
+    from sama_jax.data.pipeline import make_pipeline as make_data
+  data = make_data(config, process, processes)
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    graphdef, optimizer, state, shardings = create_train_state(config.model, config.train, mesh, rules)
+    manager = ckpt.checkpoint_manager(os.path.join(workdir, "checkpoints"), run.keep_checkpoints,
+                                      run.keep_every or None, async_save=run.async_checkpoints)
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    if manager.latest_step() is not None:
+      state, _, data_state = ckpt.restore(manager, like, shardings)
+      if data_state:
+        data.set_state(data_state)
+      log.info("resumed from step %d", int(state["step"]))
+    elif init_from:
+      params = ckpt.restore_params(os.path.join(init_from, "checkpoints"), like["params"], shardings["params"],
+                                   use_ema=config.train.init_from_ema)
+      graphdef, optimizer, state, shardings = create_train_state(config.model, config.train, mesh, rules,
+                                                                 params=params)
+      log.info("initialised parameters from %s", init_from)
+
+    step_fn = jax.jit(make_train_step(graphdef, optimizer, config.train),
+                      in_shardings=(shardings, batch_sharding(mesh), None),
+                      out_shardings=(shardings, None), donate_argnums=0)
+    rng = jax.random.key(config.train.seed)
+    writer = MetricWriter(workdir, enabled=process == 0)
+    peak = peak_tflops(jax.devices()[0].device_kind, run.peak_tflops)
+    preemption = Preemption()
+    start = int(state["step"])
+    bar = tqdm(total=config.train.total_steps, initial=start, disable=process != 0 or not run.progress_bar,
+               desc="train", unit="step")
+    scalars, timer, steps_timed = {}, time.perf_counter(), 0
+    try:
+      for step in range(start, config.train.total_steps):
+        raw = next(data)
+        batch = encode(global_batch(host_arrays(encoders, raw, run.prompt_prefix), mesh))
+        state, metrics = step_fn(state, batch, rng)
+        steps_timed += 1
+        bar.update(1)
+        done = step + 1
+        if done % run.log_every == 0 or done == config.train.total_steps:
+          metrics = jax.device_get(metrics)
+          seconds = (time.perf_counter() - timer) / steps_timed
+          scalars = summarise(metrics, config.train.task_names)
+          bad = first_non_finite(scalars)
+          if bad:
+            raise FloatingPointError(f"step {done}: {bad} = {scalars[bad]}; stopping (last checkpoint: "
+                                     f"{manager.latest_step()})")
+          flops, tokens = step_cost(config, batch)
+          scalars.update(step_time_s=seconds, tokens_per_s=tokens / seconds,
+                         tflops_per_device=flops / seconds / 1e12 / jax.device_count())
+          if peak:
+            scalars["mfu"] = scalars["tflops_per_device"] / peak
+          writer.write(done, scalars)
+          bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+          timer, steps_timed = time.perf_counter(), 0
+        if done % run.checkpoint_every == 0 or done == config.train.total_steps or preemption.requested:
+          ckpt.save(manager, done, state, config.to_dict(), data.get_state())
+        if preemption.requested:
+          break
+    finally:
+      manager.wait_until_finished()
+      manager.close()
+      preemption.restore()
+      writer.close()
+      bar.close()
+  return scalars
