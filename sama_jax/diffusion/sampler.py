@@ -35,20 +35,23 @@ def euler_sample(velocity_fn: VelocityFn, noise: jax.Array, text: jax.Array, neg
                  guidance: float = 5.0, progress: Callable[[int], None] | None = None) -> jax.Array:
   """Integrates from `noise` (σ = 1) to data; returns the final latents (float32).
 
-  velocity_fn is called once per step (jit it, or pass a jitted closure); `progress(i)`
-  is called after step i for progress bars.
+  Traceable: under `jax.jit` the whole loop is one `lax.fori_loop`. `progress(i)` is
+  called from the device after step i (via `jax.debug.callback`) for progress bars.
   """
   if negative_text.shape != text.shape:
     raise ValueError(f"negative_text has shape {tuple(negative_text.shape)}; expected the text's "
                      f"{tuple(text.shape)}")
-  sigmas = sampling_sigmas(steps, shift)
-  step = jax.jit(lambda x, s, sigma, sigma_next: _euler_step(velocity_fn, x, s, sigma, sigma_next, text,
-                                                             negative_text, guidance))
-  x, s = noise.astype(jnp.float32), None if semantic_noise is None else semantic_noise.astype(jnp.float32)
-  for i in range(steps):
-    x, s = step(x, s, jnp.float32(sigmas[i]), jnp.float32(sigmas[i + 1]))
+  sigmas = jnp.asarray(sampling_sigmas(steps, shift), jnp.float32)
+
+  def body(i, carry):
+    x, s = carry
+    x, s = _euler_step(velocity_fn, x, s, sigmas[i], sigmas[i + 1], text, negative_text, guidance)
     if progress is not None:
-      progress(i)
+      jax.debug.callback(progress, i)
+    return x, s
+
+  s = None if semantic_noise is None else semantic_noise.astype(jnp.float32)
+  x, _ = jax.lax.fori_loop(0, steps, body, (noise.astype(jnp.float32), s))
   return x
 
 

@@ -65,3 +65,12 @@ def restore_params(directory: str, params_like: dict, shardings: dict, use_ema: 
       state=ocp.args.PyTreeRestore(item=target, partial_restore=True, restore_args={
           key: jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)})))
   return restored["state"][key]
+
+
+def read_config(directory: str, step: int | None = None) -> dict:
+  """The config a checkpoint was written with (the `config` item), as a dict."""
+  manager = checkpoint_manager(directory, async_save=False)
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]

@@ -1,0 +1,242 @@
+"""Instruction-guided video editing (SAMA_METHOD.md §4).
+
+    bundle = load_bundle("runs/stage2")                   # a trainer workdir (EMA weights)
+    bundle = load_bundle("SAMA-14B.safetensors", config)  # a converted official checkpoint
+    edited = edit(bundle, frames, "make the car red")     # uint8 [T, H', W', 3]
+
+    python -m sama_jax.edit --checkpoint runs/stage2 --video in.mp4 \
+        --instruction "make the red circle blue" --out out.mp4 [--preview strip.png]
+    python -m sama_jax.edit --checkpoint runs/stage2 --batch edits.jsonl --out-dir edited/
+
+Procedure: fit the source into the closest resolution bucket (centre crop, bicubic
+resize), pad to 1 + 4k frames by repeating the last, encode it (clean, in context),
+encode "[prefix] instruction" and the negative prompt, denoise target latents and
+semantic tokens jointly from seeded noise with the Euler sampler (shifted levels,
+text-only guidance, both branches in one batch, the whole loop one jitted function),
+decode, drop the padded frames, and write an MP4 at the source fps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from sama_jax.config import model_config
+from sama_jax.data.frames import center_crop_resize, check_frames, closest_bucket, resolution_buckets, to_4k_plus_1
+from sama_jax.diffusion.sampler import euler_sample
+from sama_jax.encoders import Encoders, build_encoders, encoders_config, frames_to_unit
+from sama_jax.models import SamaDiT
+from sama_jax.models.text import clean_text, tokenize
+
+MIN_FRAMES = 5
+
+
+def edit_config(**overrides) -> ml_collections.ConfigDict:
+  """Inference defaults of the released code (SAMA_METHOD.md decision 6)."""
+  c = ml_collections.ConfigDict()
+  c.steps = 50
+  c.shift = 5.0
+  c.guidance = 5.0  # text-only classifier-free guidance scale (1 turns it off)
+  c.prompt_prefix = "[Video edit] "
+  c.negative_prompt = "[Video edit]"
+  c.area = 480 * 832  # bucket area in pixels
+  c.factor = 32  # bucket sides are multiples of this
+  c.max_frames = 81
+  c.max_input_pixels = 4096 * 4096  # larger source frames are refused
+  c.semantic = True  # denoise semantic tokens alongside (the released model always does)
+  c.seed = 0
+  c.update(overrides)
+  return c
+
+
+@dataclasses.dataclass
+class EditBundle:
+  model: SamaDiT
+  encoders: Encoders
+  config: ml_collections.ConfigDict  # .model, .encoders, .edit
+
+
+def load_bundle(checkpoint: str, config: ml_collections.ConfigDict | None = None, *,
+                use_ema: bool = True) -> EditBundle:
+  """A model and its encoders from a trainer workdir (its saved config, EMA parameters by
+  default) or from a PyTorch DiT checkpoint (diffusers folder or .safetensors file; the
+  encoders then come from `config.encoders`, default: the world's)."""
+  from sama_jax.convert import load_torch_dit
+  from sama_jax.train import checkpoint as ckpt
+
+  if not os.path.exists(checkpoint):
+    raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist")
+  run_dir = os.path.join(checkpoint, "checkpoints")
+  if os.path.isdir(run_dir):
+    saved = ml_collections.ConfigDict(ckpt.read_config(run_dir))
+    config = config or saved
+    mc = model_config(**saved.model.to_dict())
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: SamaDiT(mc, nnx.Rngs(0))), nnx.Param)
+    like = nnx.to_pure_dict(abstract)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    params = ckpt.restore_params(run_dir, like, jax.tree.map(lambda _: device, like), use_ema=use_ema)
+    model = nnx.merge(graphdef, params)
+  else:
+    config = config or ml_collections.ConfigDict()
+    model, mc = load_torch_dit(checkpoint, config.model if "model" in config else None)
+  full = ml_collections.ConfigDict()
+  full.model = mc
+  full.encoders = encoders_config(**config.encoders.to_dict()) if "encoders" in config else encoders_config()
+  full.edit = edit_config(**config.edit.to_dict()) if "edit" in config else edit_config()
+  return EditBundle(model, build_encoders(full.encoders), full)
+
+
+def prepare_source(frames: np.ndarray, c) -> tuple[np.ndarray, int]:
+  """Bucketed, 4k+1-padded source frames and the number of real frames."""
+  frames = check_frames(frames, "video")
+  t, h, w, _ = frames.shape
+  if t < MIN_FRAMES:
+    raise ValueError(f"video has {t} frames; SAMA needs at least {MIN_FRAMES} (4k+1)")
+  if h * w > c.max_input_pixels:
+    raise ValueError(f"video is {w}x{h} = {w * h} pixels per frame, above the configured maximum "
+                     f"edit.max_input_pixels={c.max_input_pixels}")
+  frames = frames[:c.max_frames]
+  size = closest_bucket(w, h, resolution_buckets(c.area, c.factor))
+  real = len(frames)
+  return to_4k_plus_1(center_crop_resize(frames, size), mode="pad"), real
+
+
+def edit(bundle: EditBundle, frames: np.ndarray, instruction: str, *, progress=None, **options) -> np.ndarray:
+  """Edits `frames` (uint8 [T, H, W, 3]) by `instruction`; returns uint8 [T', H', W', 3]
+  at the bucket size, T' = min(T, max_frames). Options override `bundle.config.edit`."""
+  c = edit_config(**{**bundle.config.edit.to_dict(), **options})
+  if not isinstance(instruction, str) or not clean_text(instruction):
+    raise ValueError("the instruction is empty; say what to change, e.g. 'make the car red'")
+  source, real = prepare_source(frames, c)
+  enc, model = bundle.encoders, bundle.model
+  ids, mask = tokenize(enc.tokenizer, [c.prompt_prefix + clean_text(instruction), c.negative_prompt], enc.text_len)
+  source_latents = enc.codec.encode(frames_to_unit(jnp.asarray(source[None])))
+  key_x, key_s = jax.random.split(jax.random.key(c.seed))
+  noise = jax.random.normal(key_x, source_latents.shape, jnp.float32)
+  semantic_noise = None
+  if c.semantic:
+    shape = (1, bundle.config.model.num_semantic_tokens, bundle.config.model.semantic_dim)
+    semantic_noise = jax.random.normal(key_s, shape, jnp.float32)
+  graphdef, params = nnx.split(model)
+  latents = _sample(graphdef, params, enc.text_encoder, jnp.asarray(ids), jnp.asarray(mask), source_latents,
+                    noise, semantic_noise, c.steps, c.shift, c.guidance, progress)
+  out = enc.codec.decode(latents)[0]
+  pixels = np.asarray(jnp.clip((out + 1.0) * 127.5, 0, 255)).astype(np.uint8)  # truncation, as released
+  return pixels[:real]
+
+
+def _sample(graphdef, params, text_encoder, ids, mask, source, noise, semantic_noise, steps, shift, guidance,
+            progress):
+  @jax.jit
+  def run(params, ids, mask, source, noise, semantic_noise):
+    text = text_encoder(ids, mask)
+    model = nnx.merge(graphdef, params)
+
+    def velocity(x, t, ctx, s):
+      n = x.shape[0] // source.shape[0]
+      return model(x, t, ctx, source=jnp.concatenate([source] * n), semantic=s)
+
+    return euler_sample(velocity, noise, text[:1], text[1:], semantic_noise, steps=steps, shift=shift,
+                        guidance=guidance, progress=progress)
+
+  return run(params, ids, mask, source, noise, semantic_noise)
+
+
+def preview_strip(source: np.ndarray, edited: np.ndarray, columns: int = 6) -> np.ndarray:
+  """A two-row image: `columns` evenly spaced source frames over the edited ones."""
+  t = min(len(source), len(edited))
+  picks = np.linspace(0, t - 1, min(columns, t)).round().astype(int)
+  h, w = edited.shape[1:3]
+  src = center_crop_resize(source[picks], (w, h))
+  return np.concatenate([np.concatenate(list(src), axis=1), np.concatenate(list(edited[picks]), axis=1)], axis=0)
+
+
+def _edit_file(bundle, video: str, instruction: str, out: str, preview: str | None, options: dict) -> None:
+  from PIL import Image
+  from tqdm import tqdm
+
+  from sama_jax.data.video import read_video, write_video
+
+  frames, fps = read_video(video)
+  steps = options.get("steps") or bundle.config.edit.steps
+  bars = []  # opened at the first step, so input errors print without a bar
+
+  def progress(i):
+    if not bars:
+      bars.append(tqdm(total=steps, desc=os.path.basename(video), unit="step"))
+    bars[0].update(1)
+
+  try:
+    edited = edit(bundle, frames, instruction, progress=progress, **options)
+  finally:
+    for bar in bars:
+      bar.close()
+  write_video(out, edited, fps)
+  if preview:
+    Image.fromarray(preview_strip(frames, edited)).save(preview)
+
+
+def main(argv=None) -> int:
+  import argparse
+  import json
+  import sys
+
+  from sama_jax.data.video import VideoError
+
+  p = argparse.ArgumentParser(prog="python -m sama_jax.edit", description="Edit a video from a text instruction.")
+  p.add_argument("--checkpoint", required=True, help="trainer workdir, diffusers folder or .safetensors DiT")
+  p.add_argument("--config", help="config file (get_config) for a PyTorch checkpoint's model and encoders")
+  p.add_argument("--video", help="source video")
+  p.add_argument("--instruction", help="what to change")
+  p.add_argument("--out", help="output MP4")
+  p.add_argument("--preview", help="PNG strip of source over edited frames")
+  p.add_argument("--batch", help="JSONL manifest: one {\"video\", \"instruction\", \"out\"} per line")
+  p.add_argument("--steps", type=int)
+  p.add_argument("--guidance", type=float)
+  p.add_argument("--shift", type=float)
+  p.add_argument("--seed", type=int)
+  p.add_argument("--negative-prompt")
+  p.add_argument("--prompt-prefix")
+  p.add_argument("--no-ema", action="store_true", help="use the raw rather than the EMA parameters")
+  a = p.parse_args(argv)
+  options = {k: v for k, v in dict(steps=a.steps, guidance=a.guidance, shift=a.shift, seed=a.seed,
+                                   negative_prompt=a.negative_prompt, prompt_prefix=a.prompt_prefix).items()
+             if v is not None}
+  known = (FileNotFoundError, VideoError, ValueError, KeyError)
+  try:
+    if not a.batch and not (a.video and a.instruction is not None and a.out):
+      raise ValueError("give --video, --instruction and --out, or --batch MANIFEST.jsonl")
+    from sama_jax.config import load_config
+    config = load_config(a.config) if a.config else None
+    bundle = load_bundle(a.checkpoint, config, use_ema=not a.no_ema)
+    if not a.batch:
+      _edit_file(bundle, a.video, a.instruction, a.out, a.preview, options)
+      print(f"wrote {a.out}")
+      return 0
+    if not os.path.isfile(a.batch):
+      raise FileNotFoundError(f"batch manifest {a.batch!r} does not exist")
+    with open(a.batch) as f:
+      jobs = [line for line in f if line.strip()]
+  except known as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  failures = []
+  for n, line in enumerate(jobs, 1):
+    try:
+      job = json.loads(line)
+      _edit_file(bundle, job["video"], job["instruction"], job["out"], job.get("preview"), options)
+    except (*known, json.JSONDecodeError, TypeError) as e:
+      failures.append(f"line {n}: {type(e).__name__}: {e}")
+      print(f"error on line {n}: {e}", file=sys.stderr)
+  print(f"edited {len(jobs) - len(failures)} of {len(jobs)} videos" + "".join(f"\n  {f}" for f in failures))
+  return 1 if failures else 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
