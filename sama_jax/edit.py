@@ -60,6 +60,10 @@ class EditBundle:
   model: SamaDiT
   encoders: Encoders
   config: ml_collections.ConfigDict  # .model, .encoders, .edit
+  # Compiled samplers by (steps, shift, guidance), and the progress callback of the edit
+  # in flight (the compiled loop calls whatever is here, so it need not recompile).
+  samplers: dict = dataclasses.field(default_factory=dict, repr=False)
+  progress: list = dataclasses.field(default_factory=lambda: [None], repr=False)
 
 
 def load_bundle(checkpoint: str, config: ml_collections.ConfigDict | None = None, *,
@@ -123,29 +127,42 @@ def edit(bundle: EditBundle, frames: np.ndarray, instruction: str, *, progress=N
   if c.semantic:
     shape = (1, bundle.config.model.num_semantic_tokens, bundle.config.model.semantic_dim)
     semantic_noise = jax.random.normal(key_s, shape, jnp.float32)
-  graphdef, params = nnx.split(model)
-  latents = _sample(graphdef, params, enc.text_encoder, jnp.asarray(ids), jnp.asarray(mask), source_latents,
-                    noise, semantic_noise, c.steps, c.shift, c.guidance, progress)
+  key = (c.steps, c.shift, c.guidance)
+  if key not in bundle.samplers:
+    bundle.samplers[key] = _make_sampler(bundle, *key)
+  bundle.progress[0] = progress
+  try:
+    latents = bundle.samplers[key](nnx.state(model), jnp.asarray(ids), jnp.asarray(mask), source_latents, noise,
+                                   semantic_noise)
+  finally:
+    bundle.progress[0] = None
   out = enc.codec.decode(latents)[0]
   pixels = np.asarray(jnp.clip((out + 1.0) * 127.5, 0, 255)).astype(np.uint8)  # truncation, as released
   return pixels[:real]
 
 
-def _sample(graphdef, params, text_encoder, ids, mask, source, noise, semantic_noise, steps, shift, guidance,
-            progress):
+def _make_sampler(bundle: EditBundle, steps: int, shift: float, guidance: float):
+  """The jitted edit: text encoding plus the whole guided denoising loop."""
+  graphdef = nnx.graphdef(bundle.model)
+  text_encoder, hook = bundle.encoders.text_encoder, bundle.progress
+
+  def report(i):
+    if hook[0] is not None:
+      hook[0](i)
+
   @jax.jit
-  def run(params, ids, mask, source, noise, semantic_noise):
+  def run(state, ids, mask, source, noise, semantic_noise):
     text = text_encoder(ids, mask)
-    model = nnx.merge(graphdef, params)
+    model = nnx.merge(graphdef, state)
 
     def velocity(x, t, ctx, s):
       n = x.shape[0] // source.shape[0]
       return model(x, t, ctx, source=jnp.concatenate([source] * n), semantic=s)
 
     return euler_sample(velocity, noise, text[:1], text[1:], semantic_noise, steps=steps, shift=shift,
-                        guidance=guidance, progress=progress)
+                        guidance=guidance, progress=report)
 
-  return run(params, ids, mask, source, noise, semantic_noise)
+  return run
 
 
 def preview_strip(source: np.ndarray, edited: np.ndarray, columns: int = 6) -> np.ndarray:
