@@ -2,5 +2,8 @@
 is never imported here (only by tests and one-time helpers that need it)."""
 
 from sama_jax.convert.dit import infer_config, load_torch_dit, save_torch_dit
+from sama_jax.convert.encoders import load_torch_siglip, load_torch_umt5
+from sama_jax.convert.vae import load_torch_vae
 
-__all__ = ["infer_config", "load_torch_dit", "save_torch_dit"]
+__all__ = ["infer_config", "load_torch_dit", "save_torch_dit", "load_torch_vae", "load_torch_umt5",
+           "load_torch_siglip"]
