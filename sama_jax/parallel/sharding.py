@@ -36,6 +36,12 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
   """Assembles each process's share of the batch into global arrays sharded over the
   batch axes. `local` holds NumPy arrays with this process's examples."""
   sharding = batch_sharding(mesh)
+  ways = mesh.shape["data"] * mesh.shape["fsdp"]
+  for key, value in local.items():
+    examples = np.shape(value)[0] * jax.process_count()
+    if examples % ways:
+      raise ValueError(f"a batch of {examples} examples ({key!r}) cannot be split over data x fsdp = {ways} "
+                       f"devices; make the batch sizes multiples of {ways} or change the mesh")
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
 
 

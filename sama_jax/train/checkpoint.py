@@ -15,14 +15,15 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
-ITEMS = ("state", "config", "data")
 
 
 def checkpoint_manager(directory: str, keep: int = 3, keep_every: int | None = None,
                        async_save: bool = True) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, keep_period=keep_every, create=True,
                                          enable_async_checkpointing=async_save)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=ITEMS)
+  handlers = {"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
+              "data": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_handlers=handlers)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: dict, config: dict, data_state: dict | None,
@@ -54,7 +55,9 @@ def restore_params(directory: str, params_like: dict, shardings: dict, use_ema: 
                    step: int | None = None) -> dict:
   """Parameters (or their EMA) of a checkpoint written by `save`, in the given layout,
   without reading the optimizer state. For stage handoff (`--init_from`)."""
-  manager = checkpoint_manager(directory, async_save=False)
+  # The PyTree handler (same files as the standard one) can restore part of the tree.
+  manager = ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(create=False),
+                                  item_handlers={"state": ocp.PyTreeCheckpointHandler()})
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {directory}")
@@ -74,3 +77,18 @@ def read_config(directory: str, step: int | None = None) -> dict:
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {directory}")
   return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+
+def read_state(directory: str, step: int | None = None) -> dict:
+  """The saved train state as written, on the default device (for inspection and tools;
+  training restores with `restore` into its sharded layout)."""
+  manager = checkpoint_manager(directory, async_save=False)
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  # Target the default device explicitly: the writer's device layout may not exist here.
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  metadata = manager.item_metadata(step)["state"]
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata,
+                        is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+  return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]

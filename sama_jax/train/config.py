@@ -20,7 +20,10 @@ def run_config(**overrides) -> ml_collections.ConfigDict:
   c.peak_tflops = 0.0  # per-device peak for MFU; 0 looks the device up
   c.progress_bar = True
   c.distributed = False  # call jax.distributed.initialize() (multi-host launchers set this)
-  c.prompt_prefix = ""  # e.g. "[Video edit] " as the released model expects
+  c.coordinator_address = ""  # host:port of process 0; "" lets JAX detect the cluster (TPU, SLURM)
+  c.num_processes = 0  # 0: detected
+  c.process_id = -1  # -1: detected
+  c.cpu_collectives = ""  # "gloo" for multi-process CPU runs (tests)
   c.update(overrides)
   return c
 

@@ -35,6 +35,15 @@ from sama_jax.train.step import make_train_step
 log = logging.getLogger(__name__)
 
 
+def initialize_distributed(run) -> None:
+  """jax.distributed.initialize with the configured coordinator, or cluster detection."""
+  if run.cpu_collectives:
+    jax.config.update("jax_cpu_collectives_implementation", run.cpu_collectives)
+  jax.distributed.initialize(coordinator_address=run.coordinator_address or None,
+                             num_processes=run.num_processes or None,
+                             process_id=run.process_id if run.process_id >= 0 else None)
+
+
 def check_compatible(config, encoders) -> None:
   """The DiT's input widths must be the encoders' output widths."""
   m = config.model
@@ -78,10 +87,10 @@ def step_cost(config, batch) -> tuple[float, int]:
 def train(config, workdir: str, init_from: str | None = None, make_data=None) -> dict:
   """Runs config.config.train.total_steps steps (resuming if WORKDIR has checkpoints). Returns the
   last logged scalars. `make_data(config, process_index, process_count)` builds the data
-  iterator (default: the stage's pipeline from `sama_jax.data.pipeline`)."""
+  iterator with get_state/set_state (default: config.stage's grain pipeline)."""
   run = config.run
   if run.distributed:
-    jax.distributed.initialize()
+    initialize_distributed(run)
   process, processes = jax.process_index(), jax.process_count()
   mesh = make_mesh(config.mesh)
   rules = config.mesh.rules
@@ -89,7 +98,8 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
   check_compatible(config, encoders)
   encode = make_encode_fn(encoders)
   if make_data is None:
-    from sama_jax.data.pipeline import make_pipeline as make_data
+    from sama_jax.data.pipeline import stage_pipeline
+    make_data = lambda c, i, n: iter(stage_pipeline(c.data, c.stage, i, n))
   data = make_data(config, process, processes)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -123,7 +133,7 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
     try:
       for step in range(start, config.train.total_steps):
         raw = next(data)
-        batch = encode(global_batch(host_arrays(encoders, raw, run.prompt_prefix), mesh))
+        batch = encode(global_batch(host_arrays(encoders, raw), mesh))
         state, metrics = step_fn(state, batch, rng)
         steps_timed += 1
         bar.update(1)

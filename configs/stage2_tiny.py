@@ -1,0 +1,16 @@
+# Stage 2 (SFT on paired video edits) of the tiny SAMA, starting from stage 1:
+#   python -m sama_jax.train --config configs/stage2_tiny.py --workdir runs/stage2_tiny \
+#       --init_from runs/stage1_tiny
+import os
+
+import ml_collections
+
+from sama_jax.config import load_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "stage1_tiny.py"))
+  c.stage = "stage2"
+  c.data.stage2.video_edit, c.data.stage2.image_edit = 1.0, 0.25  # some image edits stay in the mix
+  c.train.total_steps = 400
+  return c

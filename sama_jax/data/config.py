@@ -1,0 +1,130 @@
+"""The data configuration: sources, frame grid, task mix, batching, workers and the
+bad-input budget. Defaults run both stages on the synthetic world on a CPU;
+`data_config(clips={"format": "manifest", "path": "/data/koala.csv"})` switches a
+source to real data (nested dicts merge into the defaults)."""
+
+from __future__ import annotations
+
+import numbers
+
+import ml_collections
+
+from sama_jax.data.pretext import TASKS
+from sama_jax.data.sources import DEFAULT_COLUMNS
+
+SOURCE_FORMATS = ("none", "manifest", "folder", "world", "array_record")
+ANCHORS = ("uniform", "first")
+SHORT_CLIPS = ("skip", "pad")
+SPEED_MODES = ("subsample", "time_warp")
+NONE_MODES = ("t2v", "identity")
+STAGE_KINDS = {"stage1": ("image_edit", "clip"), "stage2": ("video_edit", "image_edit", "clip")}
+
+
+def source_config(kind: str) -> ml_collections.ConfigDict:
+  """One source block. format: "world" (the synthetic world), "manifest" (CSV / JSON /
+  JSONL with the official columns), "folder" (raw clips with sidecar .txt captions),
+  "array_record" (shards of records.encode_record items) or "none"."""
+  s = ml_collections.ConfigDict()
+  s.format = "world"
+  s.path = ""  # manifest file, video folder, or comma-separated ArrayRecord shard paths / globs
+  s.base_path = ""  # manifest paths are relative to this; "" = the manifest's folder
+  s.target_column, s.source_column, s.text_column = DEFAULT_COLUMNS[kind]
+  s.world_size = 10_000  # world: examples per epoch (any size; each is rendered on demand)
+  s.world_seed = 0
+  return s
+
+
+def data_config(**overrides) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # shuffling, pretext draws and anchor frames all derive from it
+  c.num_epochs = None  # None repeats forever; an int stops after that many passes
+  # Sources (SAMA_METHOD.md §5.3).
+  c.image_edits = source_config("image_edit")  # Semantic Anchoring pairs
+  c.clips = source_config("clip")  # raw clips for the Motion Alignment pretext tasks
+  c.video_edits = source_config("video_edit")  # stage-2 SFT pairs
+  # Frame grid: every example of a sub-pipeline is resized into one (w, h) and T frames.
+  c.resolution = (64, 64)  # (w, h); 480p buckets at full scale
+  c.buckets = ()  # ((w, h), ...): one sub-pipeline per bucket for manifest/folder sources
+  c.num_frames = 17  # 4k+1; the first num_frames frames of each video
+  c.fps = None  # None: the file's own frames (the released dataset); a rate resamples
+  c.short_clips = "skip"  # clips of 5..num_frames-1 frames: "skip" (counted) or "pad" (repeat last)
+  c.trim_leading = (("Lewandofski-OpenVE-3M", 4),)  # (path substring, frames dropped): §5.3
+  c.anchor = "uniform"  # SAMA_METHOD.md decision 3: "uniform" (paper, N = 1) or "first" (code)
+  c.image_edit_prefix = ""  # prepended to edit instructions; the released
+  c.video_edit_prefix = ""  # model is prompted with "[Video edit] " (§4.3)
+  # Batches: global sizes, split evenly over processes (paper: 448 images / 112 videos).
+  c.image_batch_size = 16
+  c.video_batch_size = 4
+  # Mixing: shares of *batches* per stage (a batch holds one kind and task).
+  c.stage1 = ml_collections.ConfigDict({"image_edit": 1.0, "clip": 1.0})
+  c.stage2 = ml_collections.ConfigDict({"video_edit": 1.0, "image_edit": 0.0, "clip": 0.0})
+  # Motion Alignment (SAMA_METHOD.md decision 4): the clip share is split by this mix.
+  c.pretext = ml_collections.ConfigDict()
+  c.pretext.mix = ml_collections.ConfigDict({"none": 1.0, "cube": 2.0, "speed": 3.0, "tube": 4.0})
+  c.pretext.none_mode = "t2v"  # "t2v": no source; "identity": the clean clip as source
+  c.pretext.mask_ratio = 0.3
+  c.pretext.speed = 2.0
+  c.pretext.speed_mode = "subsample"  # shortens the source to a 4k+1 length; or "time_warp"
+  c.pretext.splits = (2, 2, 2)
+  c.pretext.keep_last_frame = True
+  # Bad input: stop once a stream skipped more than this fraction of its records.
+  c.max_skip_fraction = 0.1
+  c.skip_check_after = 100  # records a stream must have seen before the check applies
+  # Execution.
+  c.num_workers = 0  # worker processes (grain mp_prefetch); 0 = in the training process
+  c.worker_buffer_size = 2  # batches each worker prepares ahead
+  c.read_threads = 2  # threads decoding examples per sub-pipeline (per worker)
+  c.read_buffer_size = 4  # examples each sub-pipeline decodes ahead
+  c.update(overrides)
+  validate_data_config(c)
+  return c
+
+
+def _positive_size(value, name: str) -> None:
+  if len(tuple(value)) != 2 or any(not isinstance(v, numbers.Integral) or v < 1 for v in value):
+    raise ValueError(f"data.{name}={value!r}; expected a (width, height) of positive integers")
+
+
+def validate_data_config(c: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the field, its value and what is allowed."""
+
+  def choice(name, value, allowed):
+    if value not in allowed:
+      raise ValueError(f"data.{name}={value!r}; expected one of {allowed}")
+
+  for name in ("image_edits", "clips", "video_edits"):
+    source = c[name]
+    choice(f"{name}.format", source.format, SOURCE_FORMATS)
+    if source.format in ("manifest", "folder", "array_record") and not source.path:
+      raise ValueError(f"data.{name}.format={source.format!r} needs data.{name}.path")
+    if source.format == "world" and source.world_size < 1:
+      raise ValueError(f"data.{name}.world_size={source.world_size}; expected a positive example count")
+  _positive_size(c.resolution, "resolution")
+  for bucket in c.buckets:
+    _positive_size(bucket, "buckets entry")
+  if c.num_frames < 5 or (c.num_frames - 1) % 4:
+    raise ValueError(f"data.num_frames={c.num_frames}; expected 4k+1 >= 5 (5, 9, ..., 81)")
+  choice("short_clips", c.short_clips, SHORT_CLIPS)
+  choice("anchor", c.anchor, ANCHORS)
+  choice("pretext.none_mode", c.pretext.none_mode, NONE_MODES)
+  choice("pretext.speed_mode", c.pretext.speed_mode, SPEED_MODES)
+  for stage, kinds in STAGE_KINDS.items():
+    weights = c[stage]
+    if set(weights) != set(kinds) or any(weights[k] < 0 for k in kinds) or sum(weights[k] for k in kinds) <= 0:
+      raise ValueError(f"data.{stage}={dict(weights)}; expected non-negative batch shares for {kinds} "
+                       "with a positive sum")
+  mix = c.pretext.mix
+  if set(mix) - set(TASKS) or any(v < 0 for v in mix.values()):
+    raise ValueError(f"data.pretext.mix={dict(mix)}; expected non-negative weights for tasks {tuple(TASKS)}")
+  if c.stage1.clip > 0 and sum(mix.values()) <= 0:
+    raise ValueError("data.pretext.mix has no positive weight, yet stage-1 batches include clips")
+  for name in ("image_batch_size", "video_batch_size", "read_threads", "read_buffer_size", "worker_buffer_size"):
+    if c[name] < 1:
+      raise ValueError(f"data.{name}={c[name]}; expected a positive integer")
+  if c.num_workers < 0 or c.skip_check_after < 1:
+    raise ValueError(f"data.num_workers={c.num_workers}, data.skip_check_after={c.skip_check_after}; "
+                     "expected num_workers >= 0 and skip_check_after >= 1")
+  if not 0.0 <= c.max_skip_fraction <= 1.0:
+    raise ValueError(f"data.max_skip_fraction={c.max_skip_fraction}; expected a fraction in [0, 1]")
+  if c.num_epochs is not None and c.num_epochs < 1:
+    raise ValueError(f"data.num_epochs={c.num_epochs}; expected None (forever) or a positive integer")
