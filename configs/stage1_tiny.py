@@ -21,7 +21,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = model_config(dim=128, ffn_dim=256, num_heads=4, num_layers=4, in_channels=48, out_channels=48,
                          text_dim=32, freq_dim=64, semantic_dim=48, semantic_hidden_dim=64,
                          num_semantic_tokens=5)
-  c.data = data_config(resolution=(32, 32), num_frames=9, image_batch_size=8, video_batch_size=4)
+  # Every edit instruction carries the released model's prompt prefix, so stage-1 image
+  # edits and stage-2 video edits are prompted the way `edit` prompts them.
+  c.data = data_config(resolution=(32, 32), num_frames=9, image_batch_size=8, video_batch_size=4,
+                       image_edit_prefix="[Video edit] ", video_edit_prefix="[Video edit] ")
   c.train = train_config(learning_rate=3e-4, warmup_steps=20, total_steps=400, ema_decay=0.99)
   c.run = run_config(log_every=10, checkpoint_every=100)
   c.mesh = mesh_config()

@@ -50,6 +50,10 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   c.semantic_weight = 0.1  # λ
   c.semantic_target = "velocity"  # or "x0_l1"
   c.task_names = TASK_NAMES
+  # Classifier-free guidance needs the model to know the unconditional branch: replace the
+  # instruction by the negative prompt with this probability (the paper does not say).
+  c.text_dropout = 0.1
+  c.negative_prompt = "[Video edit]"
   c.update(overrides)
   if c.schedule not in SCHEDULES:
     raise ValueError(f"train.schedule={c.schedule!r}; expected one of {SCHEDULES}")

@@ -71,6 +71,17 @@ class Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
+def drop_text(raw: dict, rng: np.random.Generator, p: float, negative: str, process: int = 0,
+              processes: int = 1) -> dict:
+  """Replaces each instruction by `negative` with probability p (for guidance). The draws
+  are made for the global batch and sliced, so they do not depend on the process count."""
+  if p <= 0:
+    return raw
+  b = len(raw["instruction"])
+  keep = (rng.random(b * processes) >= p)[process * b:(process + 1) * b]
+  return {**raw, "instruction": np.where(keep, raw["instruction"], np.asarray(negative, object))}
+
+
 def step_cost(config, batch) -> tuple[float, int]:
   """(FLOPs of one training step, forward + backward; sequence tokens in the batch)."""
   b, f, h, w, _ = batch["latents"].shape
@@ -132,7 +143,8 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
     scalars, timer, steps_timed = {}, time.perf_counter(), 0
     try:
       for step in range(start, config.train.total_steps):
-        raw = next(data)
+        raw = drop_text(next(data), np.random.default_rng([config.train.seed, step]), config.train.text_dropout,
+                        config.train.negative_prompt, process, processes)
         batch = encode(global_batch(host_arrays(encoders, raw), mesh))
         state, metrics = step_fn(state, batch, rng)
         steps_timed += 1

@@ -1,0 +1,1 @@
+"""Evaluation on the synthetic world, where the true edited video is known."""
