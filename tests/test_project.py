@@ -45,3 +45,12 @@ def test_library_imports_no_torch():
           "bad = [m for m in ('torch', 'diffusers') if m in sys.modules]\n"
           "assert not bad, bad\n")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".py")))
+def test_every_config_loads_and_opens_with_its_command(name):
+  path = os.path.join(REPO, "configs", name)
+  assert open(path).readline().startswith("#"), f"{name} should open with a comment saying how to run it"
+  config = load_config(path)
+  if "model" in config:  # training configs: the encoders feed the model
+    assert config.model.in_channels > 0 and config.train.total_steps > 0
