@@ -52,5 +52,5 @@ def test_every_config_loads_and_opens_with_its_command(name):
   path = os.path.join(REPO, "configs", name)
   assert open(path).readline().startswith("#"), f"{name} should open with a comment saying how to run it"
   config = load_config(path)
-  if "model" in config:  # training configs: the encoders feed the model
+  if "train" in config:  # training configs
     assert config.model.in_channels > 0 and config.train.total_steps > 0
