@@ -24,7 +24,6 @@ from sama_jax.models import layers
 from sama_jax.models.attention import attention
 from sama_jax.models.rope import apply_rope, grid_rope
 
-REMAT_POLICIES = ("none", "full", "dots_saveable", "offload_dots")
 BATCH, LENGTH, EMBED = "activation_batch", "activation_length", "activation_embed"
 
 
@@ -52,18 +51,6 @@ def unpatchify(y: jax.Array, grid: tuple[int, int, int], patch: tuple[int, int, 
 def token_grid(shape: tuple[int, ...], patch: tuple[int, int, int]) -> tuple[int, int, int]:
   """(f, h, w) token grid of a latent video [B, F, H, W, C]."""
   return tuple(n // p for n, p in zip(shape[1:4], patch))
-
-
-def remat_policy(name: str):
-  """Maps a config name to a `jax.checkpoint` policy (None means: no remat)."""
-  if name not in REMAT_POLICIES:
-    raise ValueError(f"model.remat={name!r}; expected one of {REMAT_POLICIES}")
-  return {
-      "none": None,
-      "full": jax.checkpoint_policies.nothing_saveable,
-      "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-      "offload_dots": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
-  }[name]
 
 
 class ConditionEmbedder(nnx.Module):
@@ -201,19 +188,8 @@ class WanDiT(nnx.Module):
 
   def run_blocks(self, x: jax.Array, ctx: jax.Array, mod: jax.Array, rope) -> jax.Array:
     """Applies every block to x: [B, L, D] (scanned or looped, with the remat policy)."""
-    graphdef, stacked = nnx.split(self.blocks)
-
-    def body(x, block_state):
-      return nnx.merge(graphdef, block_state)(x, ctx, mod, rope), None
-
-    policy_name = self.config.remat
-    if policy_name != "none":
-      body = jax.checkpoint(body, policy=remat_policy(policy_name), prevent_cse=not self.config.scan_layers)
-    if self.config.scan_layers:
-      return jax.lax.scan(body, x, stacked)[0]
-    for i in range(self.config.num_layers):
-      x, _ = body(x, jax.tree.map(lambda a: a[i], stacked))
-    return x
+    return layers.run_stacked(self.blocks, x, lambda block, x: block(x, ctx, mod, rope),
+                              remat=self.config.remat, scan=self.config.scan_layers)
 
   def rope(self, grid, offset=(0, 0, 0)):
     c = self.config

@@ -7,7 +7,7 @@ rules in config (see `sama_jax.parallel`); outside a mesh they are inert metadat
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -74,3 +74,38 @@ def gelu_tanh(x: jax.Array) -> jax.Array:
 
 def gelu_erf(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=False)
+
+
+REMAT_POLICIES = ("none", "full", "dots_saveable", "offload_dots")
+
+
+def remat_policy(name: str):
+  """Maps a config name to a `jax.checkpoint` policy."""
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"model.remat={name!r}; expected one of {REMAT_POLICIES}")
+  return {
+      "none": None,
+      "full": jax.checkpoint_policies.nothing_saveable,
+      "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+      "offload_dots": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
+  }[name]
+
+
+def run_stacked(stacked: nnx.Module, x: jax.Array, call: Callable, *, remat: str = "none",
+                scan: bool = True) -> jax.Array:
+  """Applies the layers of `stacked` (created with nnx.vmap: a leading `layers` axis on
+  every parameter) to x in order, `x = call(layer, x)`, with `jax.lax.scan` or a Python
+  loop, each layer under the remat policy."""
+  graphdef, state = nnx.split(stacked)
+
+  def body(x, layer_state):
+    return call(nnx.merge(graphdef, layer_state), x), None
+
+  remat_policy(remat)  # validates the name
+  if remat != "none":
+    body = jax.checkpoint(body, policy=remat_policy(remat), prevent_cse=not scan)
+  if scan:
+    return jax.lax.scan(body, x, state)[0]
+  for i in range(jax.tree.leaves(state)[0].shape[0]):
+    x, _ = body(x, jax.tree.map(lambda a: a[i], state))
+  return x

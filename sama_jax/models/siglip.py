@@ -22,7 +22,8 @@ from flax import nnx
 
 from sama_jax.models import layers
 from sama_jax.models.attention import IMPLEMENTATIONS, attention
-from sama_jax.models.dit import BATCH, EMBED, LENGTH, REMAT_POLICIES, remat_policy
+from sama_jax.models.dit import BATCH, EMBED, LENGTH
+from sama_jax.models.layers import REMAT_POLICIES
 DTYPES = ("float32", "bfloat16", "float16")
 GLOBAL_TOKENS = ("mean", "pooler")
 
@@ -170,19 +171,8 @@ class SiglipVision(nnx.Module):
 
   def run_layers(self, x: jax.Array) -> jax.Array:
     """Applies every encoder layer to x: [B, N, D] (scanned or looped, with the remat policy)."""
-    graphdef, stacked = nnx.split(self.layers)
-
-    def body(x, layer_state):
-      return nnx.merge(graphdef, layer_state)(x), None
-
-    if self.config.remat != "none":
-      body = jax.checkpoint(body, policy=remat_policy(self.config.remat),
-                            prevent_cse=not self.config.scan_layers)
-    if self.config.scan_layers:
-      return jax.lax.scan(body, x, stacked)[0]
-    for i in range(self.config.num_layers):
-      x, _ = body(x, jax.tree.map(lambda a: a[i], stacked))
-    return x
+    return layers.run_stacked(self.layers, x, lambda layer, x: layer(x), remat=self.config.remat,
+                              scan=self.config.scan_layers)
 
   def __call__(self, pixels: jax.Array):
     """pixels: [B, S, S, C] normalised to [-1, 1] (see `preprocess`), S = config.image_size.

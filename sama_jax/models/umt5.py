@@ -24,7 +24,8 @@ from einops import rearrange
 from flax import nnx
 
 from sama_jax.models import layers
-from sama_jax.models.dit import BATCH, EMBED, LENGTH, REMAT_POLICIES, remat_policy
+from sama_jax.models.dit import BATCH, EMBED, LENGTH
+from sama_jax.models.layers import REMAT_POLICIES
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -169,19 +170,8 @@ class UMT5Encoder(nnx.Module):
 
   def run_blocks(self, x: jax.Array, buckets: jax.Array, key_mask: jax.Array) -> jax.Array:
     """Applies every block to x: [B, L, D] (scanned or looped, with the remat policy)."""
-    graphdef, stacked = nnx.split(self.blocks)
-
-    def body(x, block_state):
-      return nnx.merge(graphdef, block_state)(x, buckets, key_mask), None
-
-    if self.config.remat != "none":
-      body = jax.checkpoint(body, policy=remat_policy(self.config.remat),
-                            prevent_cse=not self.config.scan_layers)
-    if self.config.scan_layers:
-      return jax.lax.scan(body, x, stacked)[0]
-    for i in range(self.config.num_layers):
-      x, _ = body(x, jax.tree.map(lambda a: a[i], stacked))
-    return x
+    return layers.run_stacked(self.blocks, x, lambda block, x: block(x, buckets, key_mask),
+                              remat=self.config.remat, scan=self.config.scan_layers)
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
     """input_ids: [B, L] int; attention_mask: [B, L] (1 real token, 0 padding) -> [B, L, D] float32.
