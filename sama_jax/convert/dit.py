@@ -6,7 +6,8 @@
 
 Layouts:
   diffusers  a `WanTransformer3DModel` folder: config.json + safetensors (sharded + index
-             when large). SAMA's modules are stored beside, under their released names.
+             when large), which diffusers loads unchanged. SAMA's modules are stored
+             beside, in their own `sama_modules.safetensors`, under their released names.
   official   one safetensors file in the original Wan / DiffSynth / SAMA naming.
 """
 
@@ -146,7 +147,7 @@ def _fresh_module_params(module: str, config, seed: int) -> dict:
   return _flatten(nnx.to_pure_dict(nnx.state(make(config, rngs), nnx.Param)), module + ".")
 
 
-def load_torch_dit(path: str, config=None, *, widen: str = "copy", seed: int = 0):
+def load_torch_dit(path: str, config=None, *, widen: str = "copy", seed: int = 0, progress=None):
   """Reads a PyTorch DiT checkpoint into a `SamaDiT`; returns (model, model_config).
 
   path:   a diffusers folder (sharded safetensors + index, or one file), or a single
@@ -157,6 +158,9 @@ def load_torch_dit(path: str, config=None, *, widen: str = "copy", seed: int = 0
           channels "copy" the old ones or are "zeros" (then all are scaled by sqrt(1/2)).
   SAMA modules the checkpoint lacks are freshly initialised (type embedding at zero).
   Every tensor of the checkpoint must be used; unknown tensors are an error.
+  progress: called with each tensor's name once it is read (e.g. to advance a bar).
+  Tensors are read one at a time, so the host holds the finished parameters plus one
+  parameter's worth of staging (all layers of a stacked one), never a second model copy.
   """
   names = io.index_files(path)
   layout = detect_layout(names)
@@ -178,15 +182,21 @@ def load_torch_dit(path: str, config=None, *, widen: str = "copy", seed: int = 0
         continue
       raise KeyError(f"{layout}-layout checkpoint {path!r} lacks {absent[0]!r} "
                      f"(needed for {rule.ours}; config has {config.num_layers} layers)")
-    arrays = []
-    for name in torch_names:
-      x = io.read_tensor(names[name], name)
+    x = None
+    for i, name in enumerate(torch_names):
+      t = io.read_tensor(names[name], name)
       if (rule.kind == "patch" and config.source_mode == "channel"
-          and x.shape[1] == config.in_channels):
-        x, _ = N.widen_patch_weight(x, None, widen)
-      arrays.append(N.to_ours(rule.kind, x, patch))
+          and t.shape[1] == config.in_channels):
+        t, _ = N.widen_patch_weight(t, None, widen)
+      t = N.to_ours(rule.kind, t, patch)
+      if not rule.stacked:
+        x = t
+      else:  # filled in place: no list of layers plus a stacked copy
+        x = np.empty((len(torch_names), *t.shape), t.dtype) if x is None else x
+        x[i] = t
       used.add(name)
-    x = np.stack(arrays) if rule.stacked else arrays[0]
+      if progress is not None:
+        progress(name)
     want = expected[rule.ours].shape
     if x.shape != tuple(want):
       raise ValueError(f"{torch_names[0]!r} has shape {x.shape} in our layout but the config "
@@ -211,8 +221,9 @@ def save_torch_dit(model: SamaDiT, config, out: str, layout: str = "diffusers", 
   """Writes the model as a PyTorch checkpoint; returns the files written.
 
   layout "diffusers": `out` is a folder (config.json + weights, sharded above
-  max_shard_bytes) that `WanTransformer3DModel.from_pretrained` reads; SAMA's modules are
-  stored beside under their released names. layout "official": `out` is one .safetensors
+  max_shard_bytes) that `WanTransformer3DModel.from_pretrained` reads unchanged; SAMA's
+  modules are stored beside in `sama_modules.safetensors` under their released names,
+  which `load_torch_dit` reads back. layout "official": `out` is one .safetensors
   file in the original Wan / SAMA naming. dtype casts on the way out (e.g. "bfloat16").
   """
   if layout not in LAYOUTS:
@@ -220,16 +231,18 @@ def save_torch_dit(model: SamaDiT, config, out: str, layout: str = "diffusers", 
   config = _model_config_of(config)
   flat = _flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   patch = tuple(config.patch_size)
-  tensors = {}
+  tensors, sama = {}, {}
   for rule in N.DIT_RULES:
     x = np.asarray(jax.device_get(flat[rule.ours]))
     if dtype is not None:
       x = x.astype(jnp.dtype(dtype))
+    # diffusers keeps only its own tensors in its weights files; SAMA's go beside.
+    into = sama if rule.optional and layout == "diffusers" else tensors
     if rule.stacked:
       for i in range(config.num_layers):
-        tensors[rule.torch_name(layout).format(i=i)] = N.to_torch(rule.kind, x[i], patch)
+        into[rule.torch_name(layout).format(i=i)] = N.to_torch(rule.kind, x[i], patch)
     else:
-      tensors[rule.torch_name(layout)] = N.to_torch(rule.kind, x, patch)
+      into[rule.torch_name(layout)] = N.to_torch(rule.kind, x, patch)
   if layout == "official":
     if not out.endswith(".safetensors"):
       raise ValueError(f"official layout writes one file; {out!r} should end in .safetensors")
@@ -237,5 +250,6 @@ def save_torch_dit(model: SamaDiT, config, out: str, layout: str = "diffusers", 
     io.write_file(tensors, out)
     return [out]
   files = io.write_sharded(tensors, out, max_shard_bytes)
+  io.write_file(sama, os.path.join(out, io.SAMA_WEIGHTS))
   io.write_json(_diffusers_config(config), os.path.join(out, "config.json"))
-  return files
+  return files + [os.path.join(out, io.SAMA_WEIGHTS)]

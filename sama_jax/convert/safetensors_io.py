@@ -12,6 +12,7 @@ from safetensors.numpy import save_file
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 TRANSFORMERS_WEIGHTS = "model.safetensors"
 WEIGHTS_NAMES = (DIFFUSERS_WEIGHTS, TRANSFORMERS_WEIGHTS)  # looked for in this order
+SAMA_WEIGHTS = "sama_modules.safetensors"  # SAMA's DiT modules, beside a diffusers folder's weights
 
 
 def index_files(path: str) -> dict[str, str]:
@@ -19,32 +20,47 @@ def index_files(path: str) -> dict[str, str]:
 
   `path` is a .safetensors file, or a folder holding either a single weights file
   (diffusers' `diffusion_pytorch_model.safetensors` or transformers' `model.safetensors`)
-  or a sharded set with its `.index.json`.
+  or a sharded set with its `.index.json`; a `sama_modules.safetensors` beside them (SAMA's
+  own DiT modules, which a plain `WanTransformer3DModel` does not have) is read too.
   """
   if os.path.isfile(path):
-    files = [path]
-  elif os.path.isdir(path):
-    for weights in WEIGHTS_NAMES:
-      index = os.path.join(path, weights + ".index.json")
-      if os.path.isfile(index):
-        with open(index) as f:
-          weight_map = json.load(f)["weight_map"]
-        missing = sorted({v for v in weight_map.values() if not os.path.isfile(os.path.join(path, v))})
-        if missing:
-          raise FileNotFoundError(f"{index} names shard files that are missing: {missing}")
-        return {name: os.path.join(path, file) for name, file in weight_map.items()}
-    singles = [os.path.join(path, w) for w in WEIGHTS_NAMES if os.path.isfile(os.path.join(path, w))]
-    if singles:
-      files = singles[:1]
-    else:
-      found = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
-      if len(found) != 1:
-        raise FileNotFoundError(
-            f"{path!r} holds none of {list(WEIGHTS_NAMES)} nor their .index.json, and "
-            f"{len(found)} other .safetensors files ({found[:5]}); pass the file itself")
-      files = [os.path.join(path, found[0])]
-  else:
+    return _names_in([path])
+  if not os.path.isdir(path):
     raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+  names = _folder_weights(path)
+  beside = os.path.join(path, SAMA_WEIGHTS)
+  if os.path.isfile(beside):
+    extra = _names_in([beside])
+    both = sorted(set(extra) & set(names))
+    if both:
+      raise ValueError(f"{path!r}: {len(both)} tensors are both in {SAMA_WEIGHTS} and the main weights, "
+                       f"e.g. {both[:3]}; keep them in one place")
+    names.update(extra)
+  return names
+
+
+def _folder_weights(path: str) -> dict[str, str]:
+  for weights in WEIGHTS_NAMES:
+    index = os.path.join(path, weights + ".index.json")
+    if os.path.isfile(index):
+      with open(index) as f:
+        weight_map = json.load(f)["weight_map"]
+      missing = sorted({v for v in weight_map.values() if not os.path.isfile(os.path.join(path, v))})
+      if missing:
+        raise FileNotFoundError(f"{index} names shard files that are missing: {missing}")
+      return {name: os.path.join(path, file) for name, file in weight_map.items()}
+  singles = [os.path.join(path, w) for w in WEIGHTS_NAMES if os.path.isfile(os.path.join(path, w))]
+  if singles:
+    return _names_in(singles[:1])
+  found = sorted(f for f in os.listdir(path) if f.endswith(".safetensors") and f != SAMA_WEIGHTS)
+  if len(found) != 1:
+    raise FileNotFoundError(
+        f"{path!r} holds none of {list(WEIGHTS_NAMES)} nor their .index.json, and "
+        f"{len(found)} other .safetensors files ({found[:5]}); pass the file itself")
+  return _names_in([os.path.join(path, found[0])])
+
+
+def _names_in(files: list[str]) -> dict[str, str]:
   names = {}
   for file in files:
     with safe_open(file, framework="numpy") as f:
