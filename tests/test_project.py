@@ -54,3 +54,8 @@ def test_every_config_loads_and_opens_with_its_command(name):
   config = load_config(path)
   if "train" in config:  # training configs
     assert config.model.in_channels > 0 and config.train.total_steps > 0
+
+
+def test_readme_demo_command_runs_the_demo():
+  command = readme_command("demo")
+  assert command.endswith("python -m sama_jax.demo") and "pip install" in command

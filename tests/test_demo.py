@@ -1,0 +1,27 @@
+"""The built-in demo's smoke preset runs the whole method end to end (stage 1, zero-shot
+evaluation, stage 2, evaluation, results and previews) in a fresh process."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_smoke_demo_writes_results_and_previews(tmp_path):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run([sys.executable, "-m", "sama_jax.demo", "--preset", "smoke", "--workdir", str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(tmp_path / "results.json") as f:
+    results = json.load(f)
+  tables = results["tables"]
+  assert list(tables) == ["identity (output = source)", "stage 1 only (zero-shot)", "SAMA: stage 1 + stage 2"]
+  assert tables["identity (output = source)"]["all"]["success"] == 0.0  # matched edits all need a change
+  assert tables["identity (output = source)"]["all"]["count"] == 4
+  assert "| method |" in open(tmp_path / "results.md").read()
+  previews = sorted(os.listdir(tmp_path / "previews"))
+  assert "clip00.png" in previews and "clip00.gif" in previews
+  for stage in ("stage1", "stage2"):
+    assert os.path.isdir(tmp_path / stage / "checkpoints") and os.path.isfile(tmp_path / stage / "metrics.jsonl")
