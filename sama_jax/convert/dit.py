@@ -26,6 +26,7 @@ from flax import nnx
 from sama_jax.config import model_config
 from sama_jax.convert import names as N
 from sama_jax.convert import safetensors_io as io
+from sama_jax.convert.trees import flatten, unflatten
 from sama_jax.models.sama import SamaDiT, SemanticHead, SemanticProjector
 
 LAYOUTS = ("diffusers", "official")
@@ -119,32 +120,13 @@ def _diffusers_config(c) -> dict:
   }
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  out = {}
-  for key, value in tree.items():
-    path = f"{prefix}{key}"
-    out.update(_flatten(value, path + ".") if isinstance(value, dict) else {path: value})
-  return out
-
-
-def _unflatten(flat: dict) -> dict:
-  tree = {}
-  for path, value in flat.items():
-    *parents, leaf = path.split(".")
-    node = tree
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
-
-
 def _fresh_module_params(module: str, config, seed: int) -> dict:
   """Initial values of one of SAMA's modules, for checkpoints that lack it."""
   rngs = nnx.Rngs(seed)
   if module == "segment_embedding":
     return {module: jnp.zeros((config.num_segments, config.dim), jnp.dtype(config.param_dtype))}
   make = {"siglip_feat_mlp": SemanticProjector, "semantic_head": SemanticHead}[module]
-  return _flatten(nnx.to_pure_dict(nnx.state(make(config, rngs), nnx.Param)), module + ".")
+  return flatten(nnx.to_pure_dict(nnx.state(make(config, rngs), nnx.Param)), module + ".")
 
 
 def load_torch_dit(path: str, config=None, *, widen: str = "copy", seed: int = 0, progress=None):
@@ -167,7 +149,7 @@ def load_torch_dit(path: str, config=None, *, widen: str = "copy", seed: int = 0
   config = infer_config(path) if config is None else _model_config_of(config)
   abstract = nnx.eval_shape(lambda: SamaDiT(config, nnx.Rngs(seed)))
   graphdef, state = nnx.split(abstract)
-  expected = _flatten(nnx.to_pure_dict(state))
+  expected = flatten(nnx.to_pure_dict(state))
   dtype = jnp.dtype(config.param_dtype)
   patch = tuple(config.patch_size)
 
@@ -212,7 +194,7 @@ def load_torch_dit(path: str, config=None, *, widen: str = "copy", seed: int = 0
   left = sorted(set(expected) - set(values))
   if left:
     raise ValueError(f"parameters not filled from {path!r}: {left[:10]}")
-  nnx.replace_by_pure_dict(state, _unflatten(values))
+  nnx.replace_by_pure_dict(state, unflatten(values))
   return nnx.merge(graphdef, state), config
 
 
@@ -229,7 +211,7 @@ def save_torch_dit(model: SamaDiT, config, out: str, layout: str = "diffusers", 
   if layout not in LAYOUTS:
     raise ValueError(f"layout={layout!r}; expected one of {LAYOUTS}")
   config = _model_config_of(config)
-  flat = _flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  flat = flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   patch = tuple(config.patch_size)
   tensors, sama = {}, {}
   for rule in N.DIT_RULES:

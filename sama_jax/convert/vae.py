@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from sama_jax.convert import safetensors_io as io
+from sama_jax.convert.trees import flatten, unflatten
 from sama_jax.convert import vae_names as N
 from sama_jax.models.vae import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, WanVAE, vae_config
 
@@ -114,26 +115,6 @@ def _diffusers_config(c) -> dict:
   }
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  out = {}
-  for key, value in tree.items():
-    path = f"{prefix}{key}"
-    out.update(_flatten(value, path + ".") if isinstance(value, dict) else {path: value})
-  return out
-
-
-def _unflatten(flat: dict) -> dict:
-  """Inverse of `_flatten`; numeric parts become the int keys of nnx.List entries."""
-  tree = {}
-  for path, value in flat.items():
-    *parents, leaf = (int(p) if p.isdigit() else p for p in path.split("."))
-    node = tree
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
-
-
 def load_torch_vae(path: str, config=None):
   """Reads a PyTorch Wan2.1 VAE checkpoint into a `WanVAE`; returns (vae, vae_config).
 
@@ -151,7 +132,7 @@ def load_torch_vae(path: str, config=None):
     config = config.vae
   abstract = nnx.eval_shape(lambda: WanVAE(config, nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract)
-  expected = _flatten(nnx.to_pure_dict(state))
+  expected = flatten(nnx.to_pure_dict(state))
   dtype = jnp.dtype(config.param_dtype)
 
   values = {}
@@ -174,7 +155,7 @@ def load_torch_vae(path: str, config=None):
   left = sorted(set(expected) - set(values))
   if left:
     raise ValueError(f"parameters not filled from {path!r}: {left[:10]}")
-  nnx.replace_by_pure_dict(state, _unflatten(values))
+  nnx.replace_by_pure_dict(state, unflatten(values))
   return nnx.merge(graphdef, state), config
 
 
@@ -189,7 +170,7 @@ def save_torch_vae(vae: WanVAE, config, out: str, layout: str = "diffusers", *,
   if layout not in LAYOUTS:
     raise ValueError(f"layout={layout!r}; expected one of {LAYOUTS}")
   config = config.vae if "vae" in config else config
-  flat = _flatten(nnx.to_pure_dict(nnx.state(vae, nnx.Param)))
+  flat = flatten(nnx.to_pure_dict(nnx.state(vae, nnx.Param)))
   tensors = {}
   for rule in N.vae_rules(config):
     x = np.asarray(jax.device_get(flat[rule.ours]))
