@@ -26,7 +26,7 @@ from flax import nnx
 from sama_jax.config import model_config
 from sama_jax.convert import names as N
 from sama_jax.convert import safetensors_io as io
-from sama_jax.convert.trees import flatten, unflatten
+from sama_jax.convert.trees import flatten, merge_filled
 from sama_jax.models.sama import SamaDiT, SemanticHead, SemanticProjector
 
 LAYOUTS = ("diffusers", "official")
@@ -191,11 +191,7 @@ def load_torch_dit(path: str, config=None, *, widen: str = "copy", seed: int = 0
                      f"(an image-to-video or otherwise different model?): {unused[:10]}")
   for module in sorted(missing_modules):
     values.update(_fresh_module_params(module, config, seed))
-  left = sorted(set(expected) - set(values))
-  if left:
-    raise ValueError(f"parameters not filled from {path!r}: {left[:10]}")
-  nnx.replace_by_pure_dict(state, unflatten(values))
-  return nnx.merge(graphdef, state), config
+  return merge_filled(graphdef, state, values, path), config
 
 
 def save_torch_dit(model: SamaDiT, config, out: str, layout: str = "diffusers", *,

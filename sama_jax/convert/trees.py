@@ -22,3 +22,15 @@ def unflatten(flat: dict) -> dict:
       node = node.setdefault(p, {})
     node[leaf] = value
   return tree
+
+
+def merge_filled(graphdef, state, values: dict, source: str):
+  """The module of `graphdef` with its abstract `state` filled from `values` ({flat name:
+  array}); every parameter must have a value (the error names those that do not)."""
+  from flax import nnx
+
+  left = sorted(set(flatten(nnx.to_pure_dict(state))) - set(values))
+  if left:
+    raise ValueError(f"parameters not filled from {source!r}: {left[:10]}")
+  nnx.replace_by_pure_dict(state, unflatten(values))
+  return nnx.merge(graphdef, state)

@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from sama_jax.convert import safetensors_io as io
-from sama_jax.convert.trees import flatten, unflatten
+from sama_jax.convert.trees import flatten, merge_filled
 from sama_jax.convert import vae_names as N
 from sama_jax.models.vae import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, WanVAE, vae_config
 
@@ -152,11 +152,7 @@ def load_torch_vae(path: str, config=None):
   if unused:
     raise ValueError(f"{len(unused)} tensors of {path!r} have no place in a Wan2.1 VAE with this config "
                      f"(a Wan2.2 VAE, or a config with fewer blocks?): {unused[:10]}")
-  left = sorted(set(expected) - set(values))
-  if left:
-    raise ValueError(f"parameters not filled from {path!r}: {left[:10]}")
-  nnx.replace_by_pure_dict(state, unflatten(values))
-  return nnx.merge(graphdef, state), config
+  return merge_filled(graphdef, state, values, path), config
 
 
 def save_torch_vae(vae: WanVAE, config, out: str, layout: str = "diffusers", *,
