@@ -18,7 +18,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # World encoders: patch codec (4x4 space-to-depth: 48 latent channels), tiny umT5 and SigLIP.
   c.encoders = encoders_config(codec="patch", codec_factor=4, text_len=24, world_text_dim=32,
                                world_siglip_dim=48, world_image_size=32, world_semantic_grid=2)
-  c.model = model_config(dim=128, ffn_dim=256, num_heads=4, num_layers=4, in_channels=48, out_channels=48,
+  # Width 256 > the 192 features of a token (2x2 patch of 48 latent channels): a narrower
+  # residual stream cannot carry the (incompressible) noise the velocity must predict.
+  c.model = model_config(dim=256, ffn_dim=512, num_heads=4, num_layers=4, in_channels=48, out_channels=48,
                          text_dim=32, freq_dim=64, semantic_dim=48, semantic_hidden_dim=64,
                          num_semantic_tokens=5)
   # Every edit instruction carries the released model's prompt prefix, so stage-1 image
