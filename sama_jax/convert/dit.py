@@ -222,11 +222,7 @@ def save_torch_dit(model: SamaDiT, config, out: str, layout: str = "diffusers", 
     else:
       into[rule.torch_name(layout)] = N.to_torch(rule.kind, x, patch)
   if layout == "official":
-    if not out.endswith(".safetensors"):
-      raise ValueError(f"official layout writes one file; {out!r} should end in .safetensors")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    io.write_file(tensors, out)
-    return [out]
+    return io.write_official(tensors, out)
   files = io.write_sharded(tensors, out, max_shard_bytes)
   io.write_file(sama, os.path.join(out, io.SAMA_WEIGHTS))
   io.write_json(_diffusers_config(config), os.path.join(out, "config.json"))

@@ -123,3 +123,12 @@ def write_json(obj, path: str) -> None:
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2)
   os.replace(tmp, path)
+
+
+def write_official(tensors: dict[str, np.ndarray], out: str) -> list[str]:
+  """The official layout: one .safetensors state dict at `out` (atomic)."""
+  if not out.endswith(".safetensors"):
+    raise ValueError(f"official layout writes one file; {out!r} should end in .safetensors")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  write_file(tensors, out)
+  return [out]

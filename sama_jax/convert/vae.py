@@ -174,11 +174,7 @@ def save_torch_vae(vae: WanVAE, config, out: str, layout: str = "diffusers", *,
       x = x.astype(jnp.dtype(dtype))
     tensors[rule.torch_name(layout)] = N.to_torch(rule.kind, x)
   if layout == "official":
-    if not out.endswith(".safetensors"):
-      raise ValueError(f"official layout writes one file; {out!r} should end in .safetensors")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    io.write_file(tensors, out)
-    return [out]
+    return io.write_official(tensors, out)
   os.makedirs(out, exist_ok=True)
   file = os.path.join(out, io.DIFFUSERS_WEIGHTS)
   io.write_file(tensors, file)
