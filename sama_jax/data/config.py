@@ -12,7 +12,7 @@ import ml_collections
 from sama_jax.data.pretext import TASKS
 from sama_jax.data.sources import DEFAULT_COLUMNS
 
-SOURCE_FORMATS = ("none", "manifest", "folder", "world", "array_record")
+SOURCE_FORMATS = ("none", "manifest", "folder", "world", "array_record", "precomputed")
 ANCHORS = ("uniform", "first")
 SHORT_CLIPS = ("skip", "pad")
 SPEED_MODES = ("subsample", "time_warp")
@@ -23,7 +23,8 @@ STAGE_KINDS = {"stage1": ("image_edit", "clip"), "stage2": ("video_edit", "image
 def source_config(kind: str) -> ml_collections.ConfigDict:
   """One source block. format: "world" (the synthetic world), "manifest" (CSV / JSON /
   JSONL with the official columns), "folder" (raw clips with sidecar .txt captions),
-  "array_record" (shards of records.encode_record items) or "none"."""
+  "array_record" (shards of records.encode_record items), "precomputed" (the encodings
+  `python -m sama_jax.precompute` wrote for image_edit / video_edit) or "none"."""
   s = ml_collections.ConfigDict()
   s.format = "world"
   s.path = ""  # manifest file, video folder, or comma-separated ArrayRecord shard paths / globs
@@ -95,8 +96,11 @@ def validate_data_config(c: ml_collections.ConfigDict) -> None:
   for name in ("image_edits", "clips", "video_edits"):
     source = c[name]
     choice(f"{name}.format", source.format, SOURCE_FORMATS)
-    if source.format in ("manifest", "folder", "array_record") and not source.path:
+    if source.format in ("manifest", "folder", "array_record", "precomputed") and not source.path:
       raise ValueError(f"data.{name}.format={source.format!r} needs data.{name}.path")
+    if source.format == "precomputed" and name == "clips":
+      raise ValueError("data.clips.format='precomputed': clips are corrupted afresh each epoch, so their "
+                       "latents cannot be cached; precompute clips to 'array_record' (decoded frames) instead")
     if source.format == "world" and source.world_size < 1:
       raise ValueError(f"data.{name}.world_size={source.world_size}; expected a positive example count")
   _positive_size(c.resolution, "resolution")

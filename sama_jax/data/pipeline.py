@@ -8,6 +8,11 @@ Each pipeline yields per-process batches, dicts of NumPy arrays:
   "instruction": object [B] of str
   "task":        int32 [B], an index into train.config.TASK_NAMES
 
+Sources of format "precomputed" (image_edit / video_edit encodings written by
+`python -m sama_jax.precompute`) yield model-ready batches instead: "latents", "text",
+"source"?, "semantic"?, "task", "instruction", "id" (data/precomputed.py); the trainer
+feeds them to the step without encoding.
+
 A batch must be homogeneous (source present or not, Ts, T, size), so the mix happens
 between batches: every (kind, pretext task[, bucket]) is a sub-pipeline that batches its
 own examples, and `grain.IterDataset.mix` interleaves the sub-pipelines' batches in
@@ -38,6 +43,7 @@ import numpy as np
 from sama_jax.data.bucketing import partition_by_bucket
 from sama_jax.data.config import STAGE_KINDS
 from sama_jax.data.examples import FrameSpec, TaskSpec, load_example, stack_batch, training_example
+from sama_jax.data.precomputed import PrecomputedSource
 from sama_jax.data.skips import account_skips
 from sama_jax.data.sources import ManifestSource, SubsetSource, VideoFolderSource, source_from_config
 
@@ -120,8 +126,9 @@ def _sub_pipeline(config, name: str, source, kind: str, task: str, size, batch_s
   # step is the same whatever the number of processes.
   ds = grain.MapDataset.source(source)
   ds = ds.shuffle(seed=_derived_seed(config.seed, name, "shuffle")).repeat(config.num_epochs)
-  ds = ds.map(functools.partial(load_example, kind=kind, spec=frames))
-  ds = ds.random_map(functools.partial(training_example, spec=spec), seed=_derived_seed(config.seed, name, "draws"))
+  if not isinstance(source, PrecomputedSource):  # encoded records are model-ready examples
+    ds = ds.map(functools.partial(load_example, kind=kind, spec=frames))
+    ds = ds.random_map(functools.partial(training_example, spec=spec), seed=_derived_seed(config.seed, name, "draws"))
   global_batch = batch_size * process_count
   ds = grain.MapDataset.range(len(ds) // global_batch * batch_size).map(functools.partial(
       _global_element, dataset=ds, global_batch=global_batch, local_batch=batch_size,

@@ -250,7 +250,7 @@ class SubsetSource:
 
 def source_from_config(sc, kind: str, world_options: tuple = ()):
   """The source a `data_config()` source block describes (sc.format is one of
-  "manifest", "folder", "world", "array_record"), or None for format "none"."""
+  "manifest", "folder", "world", "array_record", "precomputed"), or None for "none"."""
   _check_kind(kind)
   if sc.format == "none":
     return None
@@ -264,4 +264,8 @@ def source_from_config(sc, kind: str, world_options: tuple = ()):
     return WorldItemSource(kind, sc.world_size, sc.world_seed, world_options)
   if sc.format == "array_record":
     return ArrayRecordSource(sc.path)
-  raise ValueError(f"source format {sc.format!r}; expected none, manifest, folder, world or array_record")
+  if sc.format == "precomputed":
+    from sama_jax.data.precomputed import precomputed_source  # pylint: disable=g-import-not-at-top
+    return precomputed_source(sc.path)
+  raise ValueError(f"source format {sc.format!r}; expected none, manifest, folder, world, array_record "
+                   "or precomputed")

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from sama_jax.encoders import build_encoders, host_arrays, make_encode_fn
 from sama_jax.models.flops import dit_flops
+from sama_jax.models.text import tokenize
 from sama_jax.parallel.mesh import make_mesh
 from sama_jax.parallel.sharding import batch_sharding, global_batch
 from sama_jax.train import checkpoint as ckpt
@@ -72,14 +73,40 @@ class Preemption:
 
 
 def drop_text(raw: dict, rng: np.random.Generator, p: float, negative: str, process: int = 0,
-              processes: int = 1) -> dict:
+              processes: int = 1, negative_text: np.ndarray | None = None) -> dict:
   """Replaces each instruction by `negative` with probability p (for guidance). The draws
-  are made for the global batch and sliced, so they do not depend on the process count."""
+  are made for the global batch and sliced, so they do not depend on the process count.
+  A precomputed batch (with "text" embeddings [B, L, D]) gets `negative_text` [L, D], the
+  negative prompt's embeddings, in the dropped rows."""
   if p <= 0:
     return raw
   b = len(raw["instruction"])
   keep = (rng.random(b * processes) >= p)[process * b:(process + 1) * b]
-  return {**raw, "instruction": np.where(keep, raw["instruction"], np.asarray(negative, object))}
+  out = {**raw, "instruction": np.where(keep, raw["instruction"], np.asarray(negative, object))}
+  if "text" in raw:
+    if negative_text is None or np.shape(negative_text) != np.shape(raw["text"])[1:]:
+      raise ValueError(f"precomputed text {np.shape(raw['text'])} needs the negative prompt's embeddings "
+                       f"[L, D] to drop; got {None if negative_text is None else np.shape(negative_text)}")
+    out["text"] = np.where(keep[:, None, None], raw["text"], negative_text[None])
+  return out
+
+
+def model_batch(raw: dict, encoders, encode, mesh) -> dict:
+  """A host batch -> the global model batch: raw media are tokenized and encoded on the
+  device; precomputed encodings (a "latents" key) go straight to the step."""
+  if "latents" not in raw:
+    return encode(global_batch(host_arrays(encoders, raw), mesh))
+  if raw["text"].shape[-1] != encoders.text_dim:
+    raise ValueError(f"precomputed text embeddings are {raw['text'].shape[-1]}-wide; this run's text encoder "
+                     f"gives {encoders.text_dim}: precompute with the run's encoders config")
+  keys = ("latents", "text", "source", "semantic", "task")
+  return global_batch({k: raw[k] for k in keys if k in raw}, mesh)
+
+
+def negative_embedding(encoders, prompt: str) -> np.ndarray:
+  """The text encoder's output [L, D] for `prompt` (to drop precomputed instructions)."""
+  ids, mask = tokenize(encoders.tokenizer, [prompt], encoders.text_len)
+  return np.asarray(encoders.text_encoder(jnp.asarray(ids), jnp.asarray(mask))[0], np.float32)
 
 
 def step_cost(config, batch) -> tuple[float, int]:
@@ -108,6 +135,7 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
   encoders = build_encoders(config.encoders)
   check_compatible(config, encoders)
   encode = make_encode_fn(encoders)
+  negative_text = negative_embedding(encoders, config.train.negative_prompt)
   if make_data is None:
     from sama_jax.data.pipeline import stage_pipeline
     make_data = lambda c, i, n: iter(stage_pipeline(c.data, c.stage, i, n))
@@ -144,8 +172,8 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
     try:
       for step in range(start, config.train.total_steps):
         raw = drop_text(next(data), np.random.default_rng([config.train.seed, step]), config.train.text_dropout,
-                        config.train.negative_prompt, process, processes)
-        batch = encode(global_batch(host_arrays(encoders, raw), mesh))
+                        config.train.negative_prompt, process, processes, negative_text)
+        batch = model_batch(raw, encoders, encode, mesh)
         state, metrics = step_fn(state, batch, rng)
         steps_timed += 1
         bar.update(1)
