@@ -1,0 +1,158 @@
+"""The science table: SAMA's claims tested on the synthetic world, same budget, same
+seeds (SYNTHETIC_WORLD.md, issue "the embedded default").
+
+    python -m sama_jax.eval.science [--preset default] [--seeds 0 1 2] [--workdir runs/science]
+
+Per seed it trains, from the demo preset's configs (configs/demo.py):
+  stage 1 full (Semantic Anchoring image pairs + Motion Alignment clips),
+  stage 1 without SA (clips only), stage 1 without MA (image pairs only),
+then stage 2 (SFT on paired video edits, the preset's stage-2 steps) from each of them and
+from scratch ("stage 2 only": no factorized pre-training). Every stage-1 model is also
+scored zero-shot. All are scored on the same held-out clips, next to the identity
+baseline. Writes WORKDIR/science.md (mean ± std over seeds) and science.json (per seed).
+A finished run (its newest checkpoint at the configured steps) is reused, so a crashed
+sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+# method -> (stage-1 variant or None, runs stage 2)
+METHODS = {
+    "stage 1 only (zero-shot)": ("full", False),
+    "SAMA: stage 1 + stage 2": ("full", True),
+    "stage 2 only (no pre-training)": (None, True),
+    "stage 1 without SA, zero-shot": ("no_sa", False),
+    "stage 1 without SA + stage 2": ("no_sa", True),
+    "stage 1 without MA, zero-shot": ("no_ma", False),
+    "stage 1 without MA + stage 2": ("no_ma", True),
+}
+# stage-1 variant -> batch shares (image_edit, clip)
+VARIANTS = {"full": (1.0, 1.0), "no_sa": (0.0, 1.0), "no_ma": (1.0, 0.0)}
+METRICS = ("success", "psnr", "motion_error", "flicker")
+
+
+def seeded(config, seed: int):
+  """`config` with the training and data seeds set to `seed`."""
+  config = config.copy_and_resolve_references()
+  config.train.seed, config.data.seed = seed, seed
+  return config
+
+
+def stage1_config(demo, variant: str, seed: int):
+  c = seeded(demo.stage1, seed)
+  c.data.stage1.image_edit, c.data.stage1.clip = VARIANTS[variant]
+  return c
+
+
+def _finished(workdir: str, steps: int) -> bool:
+  folder = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(folder) and str(steps) in os.listdir(folder)
+
+
+def train_once(config, workdir: str, init_from: str | None = None) -> str:
+  from sama_jax.train.loop import train
+  if not _finished(workdir, config.train.total_steps):
+    train(config, workdir, init_from=init_from)
+  return workdir
+
+
+def aggregate(per_seed: list[dict]) -> dict:
+  """[{method: summarise() table}] -> {method: {kind: {metric: (mean, std, n)}}}."""
+  out = {}
+  for method in per_seed[0]:
+    kinds = per_seed[0][method].keys()
+    out[method] = {}
+    for kind in kinds:
+      out[method][kind] = {}
+      for metric in METRICS:
+        values = [t[method][kind][metric] for t in per_seed if kind in t[method]]
+        values = [v for v in values if not math.isnan(v)]
+        out[method][kind][metric] = (float(np.mean(values)) if values else math.nan,
+                                     float(np.std(values)) if values else math.nan, len(values))
+  return out
+
+
+def markdown(agg: dict) -> str:
+  """Rows: methods; columns: success per edit kind, then all-clip success, PSNR, motion
+  error and flicker, each as mean ± std over seeds."""
+  kinds = sorted({k for t in agg.values() for k in t if k != "all"})
+  head = ["method"] + [f"{k} success %" for k in kinds] + ["all success %", "PSNR dB", "motion err px", "flicker"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+  def cell(stat, scale=1.0, digits=1):
+    mean, std, _ = stat
+    return "n/a" if math.isnan(mean) else f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+  for method, t in agg.items():
+    cells = [cell(t[k]["success"], 100, 0) if k in t else "-" for k in kinds]
+    a = t["all"]
+    cells += [cell(a["success"], 100, 0), cell(a["psnr"]), cell(a["motion_error"], digits=2), cell(a["flicker"])]
+    lines.append("| " + " | ".join([method] + cells) + " |")
+  return "\n".join(lines)
+
+
+def run(preset: str, seeds: list[int], workdir: str) -> dict:
+  from sama_jax.demo import demo_config
+  from sama_jax.edit import edit, load_bundle
+  from sama_jax.eval.world import evaluate, identity
+
+  demo = demo_config(preset)
+  data = demo.stage1.data
+  world = dict(num_clips=demo.eval.num_clips, seed=demo.eval.seed, frames=data.num_frames,
+               height=data.resolution[1], width=data.resolution[0])
+  start = time.time()
+  per_seed = []
+  _, baseline, _ = evaluate(identity, desc="identity", **world)
+  for seed in seeds:
+    tables = {"identity (output = source)": baseline}
+    for method, (variant, stage2) in METHODS.items():
+      s1 = None
+      if variant:
+        s1 = train_once(stage1_config(demo, variant, seed), os.path.join(workdir, f"seed{seed}", f"stage1_{variant}"))
+      folder = s1
+      if stage2:
+        name = f"stage2_{variant or 'scratch'}"
+        folder = train_once(seeded(demo.stage2, seed), os.path.join(workdir, f"seed{seed}", name), init_from=s1)
+      bundle = load_bundle(folder)
+      _, tables[method], _ = evaluate(lambda f, i: edit(bundle, f, i), desc=f"seed {seed}: {method}", **world)
+    per_seed.append(tables)
+    with open(os.path.join(workdir, "science.json"), "w") as f:
+      json.dump({"preset": preset, "seeds": seeds[:len(per_seed)], "per_seed": per_seed}, f, indent=1,
+                default=float)
+  agg = aggregate(per_seed)
+  minutes = (time.time() - start) / 60
+  header = (f"# Science table ({preset} preset, seeds {', '.join(map(str, seeds))})\n\n"
+            f"{world['num_clips']} held-out clips ({data.resolution[0]}x{data.resolution[1]}, {data.num_frames} "
+            f"frames); stage 1: {demo.stage1.train.total_steps} steps, stage 2: {demo.stage2.train.total_steps} "
+            f"steps; {demo.stage1.edit.steps} sampling steps; mean ± std over {len(seeds)} seeds; "
+            f"{minutes:.0f} minutes.\n\n")
+  with open(os.path.join(workdir, "science.md"), "w") as f:
+    f.write(header + markdown(agg) + "\n")
+  print("\n" + header + markdown(agg))
+  return agg
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="python -m sama_jax.eval.science", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--preset", default="default", choices=["smoke", "default", "full"])
+  p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  p.add_argument("--workdir", default=os.path.join("runs", "science"))
+  a = p.parse_args(argv)
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  os.makedirs(a.workdir, exist_ok=True)
+  run(a.preset, a.seeds, a.workdir)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
