@@ -49,7 +49,7 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   c.param_dtype = "float32"
   c.timestep_bf16 = False  # round t and its sinusoid to bf16, as the released pipeline does
   # Execution.
-  c.attention = "xla"  # "xla" | "cudnn" | "splash"
+  c.attention = "xla"  # "xla" | "chunked" | "cudnn" | "splash"
   c.remat = "none"  # "none" | "full" | "dots_saveable" | "offload_dots"
   c.scan_layers = True
   c.update(overrides)

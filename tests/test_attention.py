@@ -41,7 +41,7 @@ def test_splash_kernel_in_interpret_mode_matches_xla():
 
 
 def test_unknown_implementation_names_the_alternatives():
-  with pytest.raises(ValueError, match=r"unknown attention implementation 'flash'.*\('xla', 'cudnn', 'splash'\)"):
+  with pytest.raises(ValueError, match=r"unknown attention implementation 'flash'.*\('xla', 'chunked', 'cudnn', 'splash'\)"):
     check_implementation("flash")
 
 

@@ -6,6 +6,8 @@ padding positions take part in cross-attention, SAMA_METHOD.md §6.4).
 
 Implementations:
   xla     einsum reference; runs everywhere (CPU tests).
+  chunked blockwise online-softmax attention in pure JAX (chunked_attention.py): runs
+          everywhere with O(block²) memory instead of O(L²); the portable long-sequence path.
   cudnn   `jax.nn.dot_product_attention(implementation="cudnn")`: fused flash attention on
           NVIDIA GPUs (bf16/fp16 inputs).
   splash  Pallas splash attention for TPU (`interpret=True` runs it on CPU for tests).
@@ -19,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IMPLEMENTATIONS = ("xla", "cudnn", "splash")
+from sama_jax.models.chunked_attention import chunked_attention
+
+IMPLEMENTATIONS = ("xla", "chunked", "cudnn", "splash")
 _BACKEND_OF = {"cudnn": "gpu", "splash": "tpu"}
 
 
@@ -42,6 +46,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla",
   check_implementation(impl, interpret=interpret)
   if impl == "xla":
     return xla_attention(q, k, v)
+  if impl == "chunked":
+    return chunked_attention(q, k, v)
   if impl == "cudnn":
     return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
   return splash_attention(q, k, v, interpret=interpret)
