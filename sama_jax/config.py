@@ -16,6 +16,7 @@ SOURCE_MODES = ("token", "channel")
 SOURCE_ROPE = ("same", "shifted")
 SEMANTIC_ROPE = ("zero", "identity")
 DTYPES = ("float32", "bfloat16", "float16")
+SEQUENCE_PARALLEL = ("none", "ulysses")
 
 
 def model_config(**overrides) -> ml_collections.ConfigDict:
@@ -52,6 +53,7 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   c.attention = "xla"  # "xla" | "chunked" | "cudnn" | "splash"
   c.remat = "none"  # "none" | "full" | "dots_saveable" | "offload_dots"
   c.scan_layers = True
+  c.sequence_parallel = "none"  # "ulysses": attention all-to-alls over the `context` mesh axis
   c.update(overrides)
   validate_model_config(c)
   return c
@@ -69,6 +71,7 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
   choice("semantic_rope", SEMANTIC_ROPE)
   choice("dtype", DTYPES)
   choice("param_dtype", DTYPES)
+  choice("sequence_parallel", SEQUENCE_PARALLEL)
   if c.dim % c.num_heads:
     raise ValueError(f"model.dim={c.dim} is not divisible by model.num_heads={c.num_heads}")
   head_dim = c.dim // c.num_heads

@@ -23,6 +23,7 @@ from flax import nnx
 from sama_jax.models import layers
 from sama_jax.models.attention import attention
 from sama_jax.models.rope import apply_rope, grid_rope
+from sama_jax.parallel import ulysses  # a module import: ulysses imports models.attention
 
 BATCH, LENGTH, EMBED = "activation_batch", "activation_length", "activation_embed"
 
@@ -92,6 +93,7 @@ class Attention(nnx.Module):
     self.norm_q = layers.rms_norm(d, config.eps, config, rngs) if config.qk_norm else None
     self.norm_k = layers.rms_norm(d, config.eps, config, rngs) if config.qk_norm else None
     self.num_heads, self.impl = config.num_heads, config.attention
+    self.sequence_parallel = config.get("sequence_parallel", "none")
 
   def __call__(self, x: jax.Array, context: jax.Array | None = None, rope=None) -> jax.Array:
     """x: [B, L, D]; context: [B, Lc, D] (None: self-attention); rope: (cos, sin) [L, D/2/H]."""
@@ -105,7 +107,10 @@ class Attention(nnx.Module):
     v = split(self.to_v(source))
     if rope is not None:
       q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    out = attention(q, k, v, impl=self.impl)
+    if self.sequence_parallel == "ulysses":
+      out = ulysses.ulysses_attention(q, k, v, impl=self.impl, kv_sharded=context is None)
+    else:
+      out = attention(q, k, v, impl=self.impl)
     return self.to_out(rearrange(out, "b l h d -> b l (h d)"))
 
 
