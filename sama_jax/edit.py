@@ -30,6 +30,7 @@ from flax import nnx
 from sama_jax.config import model_config
 from sama_jax.data.frames import center_crop_resize, check_frames, closest_bucket, resolution_buckets, to_4k_plus_1
 from sama_jax.diffusion.sampler import euler_sample
+from sama_jax.diffusion.windows import latent_window, overlap_frames, window_starts, windowed_velocity
 from sama_jax.encoders import Encoders, build_encoders, encoders_config, frames_to_unit
 from sama_jax.models import SamaDiT
 from sama_jax.models.text import clean_text, tokenize
@@ -47,7 +48,11 @@ def edit_config(**overrides) -> ml_collections.ConfigDict:
   c.negative_prompt = "[Video edit]"
   c.area = 480 * 832  # bucket area in pixels
   c.factor = 32  # bucket sides are multiples of this
-  c.max_frames = 81
+  c.max_frames = 81  # longer videos are cut here, unless max_window_frames is set
+  # Long videos: 0 edits the whole video at once; N (1 + 4k >= 5) denoises windows of N
+  # frames jointly (continuous RoPE, velocities blended in the overlaps), all frames kept.
+  c.max_window_frames = 0
+  c.window_overlap = 0.25  # share of a window's latent frames it shares with the next (>= 1 frame)
   c.max_input_pixels = 4096 * 4096  # larger source frames are refused
   c.semantic = True  # denoise semantic tokens alongside (the released model always does)
   c.seed = 0
@@ -105,7 +110,8 @@ def prepare_source(frames: np.ndarray, c) -> tuple[np.ndarray, int]:
   if h * w > c.max_input_pixels:
     raise ValueError(f"video is {w}x{h} = {w * h} pixels per frame, above the configured maximum "
                      f"edit.max_input_pixels={c.max_input_pixels}")
-  frames = frames[:c.max_frames]
+  if not c.max_window_frames:
+    frames = frames[:c.max_frames]
   size = closest_bucket(w, h, resolution_buckets(c.area, c.factor))
   real = len(frames)
   return to_4k_plus_1(center_crop_resize(frames, size), mode="pad"), real
@@ -113,8 +119,10 @@ def prepare_source(frames: np.ndarray, c) -> tuple[np.ndarray, int]:
 
 def edit(bundle: EditBundle, frames: np.ndarray, instruction: str, *, progress=None, **options) -> np.ndarray:
   """Edits `frames` (uint8 [T, H, W, 3]) by `instruction`; returns uint8 [T', H', W', 3]
-  at the bucket size, T' = min(T, max_frames). Options override `bundle.config.edit`."""
+  at the bucket size, T' = min(T, max_frames) (T with max_window_frames set). Options
+  override `bundle.config.edit`."""
   c = edit_config(**{**bundle.config.edit.to_dict(), **options})
+  check_window_options(c)
   if not isinstance(instruction, str) or not clean_text(instruction):
     raise ValueError("the instruction is empty; say what to change, e.g. 'make the car red'")
   source, real = prepare_source(frames, c)
@@ -127,7 +135,8 @@ def edit(bundle: EditBundle, frames: np.ndarray, instruction: str, *, progress=N
   if c.semantic:
     shape = (1, bundle.config.model.num_semantic_tokens, bundle.config.model.semantic_dim)
     semantic_noise = jax.random.normal(key_s, shape, jnp.float32)
-  key = (c.steps, c.shift, c.guidance)
+  layout = window_layout(c, len(source), source_latents.shape[1], bundle.config.model)
+  key = (c.steps, c.shift, c.guidance, layout)
   if key not in bundle.samplers:
     bundle.samplers[key] = _make_sampler(bundle, *key)
   bundle.progress[0] = progress
@@ -141,8 +150,35 @@ def edit(bundle: EditBundle, frames: np.ndarray, instruction: str, *, progress=N
   return pixels[:real]
 
 
-def _make_sampler(bundle: EditBundle, steps: int, shift: float, guidance: float):
-  """The jitted edit: text encoding plus the whole guided denoising loop."""
+def check_window_options(c) -> None:
+  """Raises ValueError unless max_window_frames is 0 (off) or 1 + 4k >= MIN_FRAMES."""
+  n = c.max_window_frames
+  if not isinstance(n, int) or n < 0 or (n and (n < MIN_FRAMES or (n - 1) % 4)):
+    raise ValueError(f"max_window_frames={n!r}; expected 0 (off) or a window of 1 + 4k >= {MIN_FRAMES} "
+                     f"frames (5, 9, 13, 17, ...)")
+  overlap_frames(2, c.window_overlap)  # validates the fraction
+
+
+def window_layout(c, video_frames: int, latent_frames: int, model) -> tuple[tuple[int, ...], int] | None:
+  """(window starts, window length) in latent frames for a padded video of `video_frames`
+  frames encoded to `latent_frames`, or None when it fits in one window (or windows are off)."""
+  if not c.max_window_frames or video_frames <= c.max_window_frames:
+    return None
+  if model.patch_size[0] != 1:
+    raise ValueError(f"max_window_frames needs model.patch_size[0] == 1 (one latent frame per "
+                     f"token frame); the model has {tuple(model.patch_size)}")
+  window = latent_window(c.max_window_frames, video_frames, latent_frames)
+  starts = window_starts(latent_frames, window, overlap_frames(window, c.window_overlap))
+  reach = starts[-1] + window * (2 if model.source_rope == "shifted" else 1)
+  if reach > model.rope_max_len:
+    raise ValueError(f"the video's {latent_frames} latent frames need temporal RoPE positions up to "
+                     f"{reach}, but model.rope_max_len={model.rope_max_len}; edit a shorter video")
+  return starts, window
+
+
+def _make_sampler(bundle: EditBundle, steps: int, shift: float, guidance: float, layout=None):
+  """The jitted edit: text encoding plus the whole guided denoising loop; with a window
+  layout (starts, window) the model runs on each window and the velocities are blended."""
   graphdef = nnx.graphdef(bundle.model)
   text_encoder, hook = bundle.encoders.text_encoder, bundle.progress
 
@@ -158,6 +194,11 @@ def _make_sampler(bundle: EditBundle, steps: int, shift: float, guidance: float)
     def velocity(x, t, ctx, s):
       n = x.shape[0] // source.shape[0]
       return model(x, t, ctx, source=jnp.concatenate([source] * n), semantic=s)
+
+    if layout is not None:
+      velocity = windowed_velocity(
+          lambda x, t, ctx, s, source_w, offset: model(x, t, ctx, source=source_w, semantic=s,
+                                                      frame_offset=offset), source, *layout)
 
     return euler_sample(velocity, noise, text[:1], text[1:], semantic_noise, steps=steps, shift=shift,
                         guidance=guidance, progress=report)
@@ -219,11 +260,14 @@ def main(argv=None) -> int:
   p.add_argument("--shift", type=float)
   p.add_argument("--seed", type=int)
   p.add_argument("--negative-prompt")
+  p.add_argument("--max-window-frames", type=int,
+                 help="edit longer videos in overlapping windows of this many frames (1 + 4k), jointly")
   p.add_argument("--prompt-prefix")
   p.add_argument("--no-ema", action="store_true", help="use the raw rather than the EMA parameters")
   a = p.parse_args(argv)
   options = {k: v for k, v in dict(steps=a.steps, guidance=a.guidance, shift=a.shift, seed=a.seed,
-                                   negative_prompt=a.negative_prompt, prompt_prefix=a.prompt_prefix).items()
+                                   negative_prompt=a.negative_prompt, prompt_prefix=a.prompt_prefix,
+                                   max_window_frames=a.max_window_frames).items()
              if v is not None}
   known = (FileNotFoundError, VideoError, ValueError, KeyError)
   try:

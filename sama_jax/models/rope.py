@@ -49,6 +49,29 @@ def grid_rope(grid: tuple[int, int, int], head_dim: int, max_len: int, theta: fl
   return jnp.asarray(np.cos(angles), jnp.float32), jnp.asarray(np.sin(angles), jnp.float32)
 
 
+def grid_rope_at(grid: tuple[int, int, int], head_dim: int, max_len: int, theta: float,
+                 offset: tuple[int, int, int], frame_offset: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """grid_rope with the temporal positions moved on by a traced scalar `frame_offset`
+  (traceable, e.g. under lax.map over windows; values equal grid_rope's at
+  offset + (frame_offset, 0, 0)). The caller checks the positions stay below max_len:
+  a traced offset cannot be checked here and out-of-range slices are clamped."""
+  f, h, w = grid
+  angles_t, angles_h, angles_w = axis_tables(head_dim, max_len, theta)
+  # cos/sin per axis then concatenate: elementwise, so bit-identical to grid_rope's tables.
+  parts = []
+  for fn in (np.cos, np.sin):
+    table_t = jax.lax.dynamic_slice_in_dim(jnp.asarray(fn(angles_t), jnp.float32),
+                                           offset[0] + frame_offset, f, axis=0)
+    table_h = jnp.asarray(fn(angles_h[offset[1]:offset[1] + h]), jnp.float32)
+    table_w = jnp.asarray(fn(angles_w[offset[2]:offset[2] + w]), jnp.float32)
+    parts.append(jnp.concatenate([
+        jnp.broadcast_to(table_t[:, None, None], (f, h, w, table_t.shape[-1])),
+        jnp.broadcast_to(table_h[None, :, None], (f, h, w, table_h.shape[-1])),
+        jnp.broadcast_to(table_w[None, None, :], (f, h, w, table_w.shape[-1])),
+    ], axis=-1).reshape(f * h * w, head_dim // 2))
+  return parts[0], parts[1]
+
+
 def constant_rope(length: int, head_dim: int, value: float) -> tuple[jax.Array, jax.Array]:
   """cos = value, sin = 0 for `length` tokens: value 1 is the identity rotation, value 0
   the complex-zero rotation SAMA's released code gives semantic tokens (q = k = 0)."""

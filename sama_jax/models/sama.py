@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from sama_jax.models import layers
 from sama_jax.models.dit import BATCH, EMBED, LENGTH, WanDiT, token_grid, unpatchify
-from sama_jax.models.rope import constant_rope
+from sama_jax.models.rope import constant_rope, grid_rope_at
 
 SOURCE, SEMANTIC, TARGET = 0, 1, 2  # type-embedding ids
 
@@ -66,7 +67,8 @@ class SamaDiT(nnx.Module):
     self.semantic_head = SemanticHead(config, rngs)
 
   def __call__(self, latents: jax.Array, timestep: jax.Array, text: jax.Array, *,
-               source: jax.Array | None = None, semantic: jax.Array | None = None):
+               source: jax.Array | None = None, semantic: jax.Array | None = None,
+               frame_offset: int | jax.Array = 0):
     """Predicts the flow-matching velocity of the target (and of the semantic tokens).
 
     latents:  [B, F, H, W, C] noisy target latents.
@@ -74,11 +76,14 @@ class SamaDiT(nnx.Module):
     text:     [B, Lt, D_text] umT5 embeddings.
     source:   [B, Fs, H, W, C] clean source latents, or None. Channel mode needs Fs == F.
     semantic: [B, N, D_sem] noisy SigLIP tokens, or None.
+    frame_offset: temporal RoPE position of the first token frame (source and target alike;
+      the latent frame index when patch_size[0] == 1): a window's place in a longer video. An int (checked against
+      model.rope_max_len) or a traced int32 scalar (the caller checks the range).
     Returns (velocity [B, F, H, W, C_out] float32, semantic_pred [B, N, D_sem] float32 or None).
     """
     check_inputs(self.config, latents, timestep, text, source, semantic)
     temb, mod, ctx = self.dit.condition_embedder(timestep, text)
-    x, rope, (num_source, num_semantic, num_target) = self.assemble(latents, source, semantic)
+    x, rope, (num_source, num_semantic, num_target) = self.assemble(latents, source, semantic, frame_offset)
     x = self.dit.run_blocks(x, ctx, mod, rope)
     semantic_pred = None
     if semantic is not None:
@@ -87,8 +92,9 @@ class SamaDiT(nnx.Module):
     velocity = unpatchify(self.dit.head(x[:, -num_target:], temb), grid, tuple(self.config.patch_size))
     return velocity, semantic_pred
 
-  def assemble(self, latents, source=None, semantic=None):
-    """The input sequence [source ; semantic ; target] with type embeddings added.
+  def assemble(self, latents, source=None, semantic=None, frame_offset: int | jax.Array = 0):
+    """The input sequence [source ; semantic ; target] with type embeddings added, the
+    temporal RoPE positions of source and target moved on by `frame_offset`.
 
     Returns x [B, L, D], rope (cos, sin) [L, head_dim/2] and the group lengths
     (num_source, num_semantic, num_target); absent groups have length 0.
@@ -105,18 +111,27 @@ class SamaDiT(nnx.Module):
     if source is not None:
       offset = grid if c.source_rope == "shifted" else (0, 0, 0)
       groups.append((dit.embed_tokens(source) + table[SOURCE],
-                     dit.rope(token_grid(source.shape, patch), offset)))
+                     self.grid_rope(token_grid(source.shape, patch), offset, frame_offset)))
     if semantic is not None:
       rotation = 0.0 if c.semantic_rope == "zero" else 1.0
       groups.append((self.siglip_feat_mlp(semantic) + table[SEMANTIC],
                      constant_rope(semantic.shape[1], head_dim, rotation)))
-    groups.append((dit.embed_tokens(latents) + table[TARGET], dit.rope(grid)))
+    groups.append((dit.embed_tokens(latents) + table[TARGET], self.grid_rope(grid, (0, 0, 0), frame_offset)))
 
     x = layers.constrain(jnp.concatenate([g[0] for g in groups], axis=1), (BATCH, LENGTH, EMBED))
     rope = tuple(jnp.concatenate([g[1][i] for g in groups], axis=0) for i in range(2))
     num_source = groups[0][0].shape[1] if source is not None else 0
     num_semantic = semantic.shape[1] if semantic is not None else 0
     return x, rope, (num_source, num_semantic, groups[-1][0].shape[1])
+
+  def grid_rope(self, grid, offset, frame_offset):
+    """RoPE (cos, sin) of a token grid at `offset`, moved on in time by `frame_offset`."""
+    if isinstance(frame_offset, (int, np.integer)):
+      if frame_offset < 0:
+        raise ValueError(f"frame_offset={frame_offset}; expected a non-negative latent frame index")
+      return self.dit.rope(grid, (offset[0] + int(frame_offset), offset[1], offset[2]))
+    c = self.config
+    return grid_rope_at(grid, c.dim // c.num_heads, c.rope_max_len, c.rope_theta, offset, frame_offset)
 
 
 def check_inputs(c, latents, timestep, text, source, semantic) -> None:
