@@ -44,6 +44,10 @@ def edit_config(**overrides) -> ml_collections.ConfigDict:
   c.steps = 50
   c.shift = 5.0
   c.guidance = 5.0  # text-only classifier-free guidance scale (1 turns it off)
+  # The released code's optional two-scale mode (unused by its scripts): s_I·(v_IT − v_0T)
+  # added with a third, source-free pass; 0 = off. Meaningful for a model trained with
+  # train.source_dropout > 0.
+  c.guidance_source = 0.0
   c.prompt_prefix = "[Video edit] "
   c.negative_prompt = "[Video edit]"
   c.area = 480 * 832  # bucket area in pixels
@@ -65,8 +69,9 @@ class EditBundle:
   model: SamaDiT
   encoders: Encoders
   config: ml_collections.ConfigDict  # .model, .encoders, .edit
-  # Compiled samplers by (steps, shift, guidance), and the progress callback of the edit
-  # in flight (the compiled loop calls whatever is here, so it need not recompile).
+  # Compiled samplers by (steps, shift, guidance, window layout, guidance_source), and the
+  # progress callback of the edit in flight (the compiled loop calls whatever is here, so
+  # it need not recompile).
   samplers: dict = dataclasses.field(default_factory=dict, repr=False)
   progress: list = dataclasses.field(default_factory=lambda: [None], repr=False)
 
@@ -136,7 +141,11 @@ def edit(bundle: EditBundle, frames: np.ndarray, instruction: str, *, progress=N
     shape = (1, bundle.config.model.num_semantic_tokens, bundle.config.model.semantic_dim)
     semantic_noise = jax.random.normal(key_s, shape, jnp.float32)
   layout = window_layout(c, len(source), source_latents.shape[1], bundle.config.model)
-  key = (c.steps, c.shift, c.guidance, layout)
+  if c.guidance_source and layout is not None:
+    raise ValueError("guidance_source with max_window_frames is not supported; use one of them")
+  if c.guidance_source < 0:
+    raise ValueError(f"guidance_source={c.guidance_source}; expected >= 0 (0 turns source guidance off)")
+  key = (c.steps, c.shift, c.guidance, layout, float(c.guidance_source))
   if key not in bundle.samplers:
     bundle.samplers[key] = _make_sampler(bundle, *key)
   bundle.progress[0] = progress
@@ -176,7 +185,8 @@ def window_layout(c, video_frames: int, latent_frames: int, model) -> tuple[tupl
   return starts, window
 
 
-def _make_sampler(bundle: EditBundle, steps: int, shift: float, guidance: float, layout=None):
+def _make_sampler(bundle: EditBundle, steps: int, shift: float, guidance: float, layout=None,
+                  guidance_source: float = 0.0):
   """The jitted edit: text encoding plus the whole guided denoising loop; with a window
   layout (starts, window) the model runs on each window and the velocities are blended."""
   graphdef = nnx.graphdef(bundle.model)
@@ -200,8 +210,12 @@ def _make_sampler(bundle: EditBundle, steps: int, shift: float, guidance: float,
           lambda x, t, ctx, s, source_w, offset: model(x, t, ctx, source=source_w, semantic=s,
                                                       frame_offset=offset), source, *layout)
 
+    def no_source(x, t, ctx, s):
+      return model(x, t, ctx, source=None, semantic=s)
+
     return euler_sample(velocity, noise, text[:1], text[1:], semantic_noise, steps=steps, shift=shift,
-                        guidance=guidance, progress=report)
+                        guidance=guidance, progress=report, source_guidance=guidance_source,
+                        no_source_fn=no_source)
 
   return run
 
@@ -258,6 +272,8 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int)
   p.add_argument("--guidance", type=float)
   p.add_argument("--shift", type=float)
+  p.add_argument("--guidance-source", type=float,
+                 help="two-scale guidance: weight of the source term (0 = text-only, the default)")
   p.add_argument("--seed", type=int)
   p.add_argument("--negative-prompt")
   p.add_argument("--max-window-frames", type=int,
@@ -267,7 +283,8 @@ def main(argv=None) -> int:
   a = p.parse_args(argv)
   options = {k: v for k, v in dict(steps=a.steps, guidance=a.guidance, shift=a.shift, seed=a.seed,
                                    negative_prompt=a.negative_prompt, prompt_prefix=a.prompt_prefix,
-                                   max_window_frames=a.max_window_frames).items()
+                                   max_window_frames=a.max_window_frames,
+                                   guidance_source=a.guidance_source).items()
              if v is not None}
   known = (FileNotFoundError, VideoError, ValueError, KeyError)
   try:

@@ -103,3 +103,33 @@ def test_guidance_is_text_only_and_linear():
   assert vs is None
   v1, _ = guided_velocity(fn, jnp.zeros((1, 4)), None, jnp.zeros((1,)), text, neg, 1.0)
   np.testing.assert_allclose(np.asarray(v1), 6.0)  # scale 1: the positive branch alone
+
+
+def test_two_scale_guidance_matches_the_released_formula():
+  """v = v_IT + s_I·(v_IT − v_0T) + s_T·(v_IT − v_I0) with s_T = scale − 1 (SAMA_METHOD.md §4.7),
+  checked in NumPy for the latents and the semantic tokens; s_I = 0 is text-only guidance."""
+  from sama_jax.diffusion.sampler import guided_velocity
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal((2, 5)), jnp.float32)
+  s = jnp.asarray(rng.standard_normal((2, 3)), jnp.float32)
+  text = jnp.asarray(rng.standard_normal((2, 4, 6)), jnp.float32)
+  neg = jnp.asarray(rng.standard_normal((2, 4, 6)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((6,)), jnp.float32)
+
+  def with_source(x, t, c, s):  # any function of the text and the state
+    return jnp.sin(x) + c.mean(axis=1) @ w[:, None], jnp.cos(s) * c.sum(axis=(1, 2))[:, None]
+
+  def without_source(x, t, c, s):
+    return 0.5 * x - 1.0, 2.0 * s
+
+  v_it, s_it = (np.asarray(a) for a in with_source(x, None, text, s))
+  v_i0, s_i0 = (np.asarray(a) for a in with_source(x, None, neg, s))
+  v_0t, s_0t = (np.asarray(a) for a in without_source(x, None, text, s))
+  for scale, s_i in ((5.0, 2.0), (1.0, 3.0), (4.0, 0.0)):
+    v, vs = guided_velocity(with_source, x, s, jnp.zeros((2,)), text, neg, scale, s_i, without_source)
+    np.testing.assert_allclose(np.asarray(v), v_it + s_i * (v_it - v_0t) + (scale - 1) * (v_it - v_i0), rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(vs), s_it + s_i * (s_it - s_0t) + (scale - 1) * (s_it - s_i0), rtol=1e-5,
+                               atol=1e-5)
+  with pytest.raises(ValueError, match="no_source_fn"):
+    guided_velocity(with_source, x, s, jnp.zeros((2,)), text, neg, 5.0, 1.0)

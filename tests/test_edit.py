@@ -84,6 +84,19 @@ def test_same_seed_same_edit_and_seed_matters(official, tmp_path):
   assert a.shape == (9, 32, 64, 3)
 
 
+def test_source_guidance_adds_the_source_free_pass(official, tmp_path):
+  checkpoint, config = official
+  from sama_jax.config import load_config
+  bundle = load_bundle(checkpoint, load_config(config))
+  frames = read_video(small_clip(tmp_path / "a.mp4"))[0]
+  text_only = edit(bundle, frames, "make it blue")
+  assert np.array_equal(text_only, edit(bundle, frames, "make it blue", guidance_source=0.0))
+  two_scale = edit(bundle, frames, "make it blue", guidance_source=2.0)
+  assert two_scale.shape == text_only.shape and np.abs(two_scale.astype(int) - text_only).max() > 0
+  with pytest.raises(ValueError, match="guidance_source=-1"):
+    edit(bundle, frames, "make it blue", guidance_source=-1.0)
+
+
 def test_trainer_checkpoint_loads_with_its_config_and_ema(tmp_path):
   from sama_jax.parallel.mesh import make_mesh, mesh_config
   from sama_jax.train import checkpoint as ckpt
