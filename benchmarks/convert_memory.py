@@ -2,15 +2,16 @@
 
     python benchmarks/convert_memory.py              # ~1 GB float32 model
     python benchmarks/convert_memory.py --mb 300     # a smaller one
+    python benchmarks/convert_memory.py --processes 2  # --distributed, peak of each process
 
 writes a random diffusers-layout DiT (Wan2.1 proportions: head dim 128, ffn = 4 x dim) in
 sharded safetensors, then runs, each in a fresh process: a tiny conversion (the baseline:
 Python, JAX, Orbax, the model code), from-torch of the random model, and to-torch of the
 resulting workdir (diffusers layout). Prints each process's peak resident memory
 (ru_maxrss), its excess over the baseline in units of the model's size, and the wall time.
-from-torch holds the converted parameters (1x) and must not hold a second full copy;
-to-torch holds the parameters plus their torch-layout copy being written (2x). Nothing is
-asserted.
+from-torch holds the converted parameters (1x; 1/N per process with --processes N) and must
+not hold a second full copy; to-torch streams, holding one output file's tensors (up to 5 GB,
+so the whole 1 GB model) plus one parameter. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,11 +53,12 @@ def write_random_dit(folder: str, fields: dict) -> int:
   from sama_jax.config import model_config
   from sama_jax.convert import names as N
   from sama_jax.convert import safetensors_io as io
-  from sama_jax.convert.dit import _diffusers_config, _flatten
+  from sama_jax.convert.dit import _diffusers_config
+  from sama_jax.convert.trees import flatten
   from sama_jax.models import SamaDiT
 
   config = model_config(**fields)
-  shapes = _flatten(nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: SamaDiT(config, nnx.Rngs(0))), nnx.Param)))
+  shapes = flatten(nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: SamaDiT(config, nnx.Rngs(0))), nnx.Param)))
   rng = np.random.default_rng(0)
   shards, current, size, total = [], {}, 0, 0
   for rule in N.DIT_RULES:
@@ -94,12 +97,27 @@ def worker(argv: list[str]) -> None:
                     "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def measure(argv: list[str]) -> dict:
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  result = subprocess.run([sys.executable, __file__, "--worker", *argv], capture_output=True, text=True, env=env)
-  if result.returncode:
-    raise SystemExit(f"worker failed:\n{result.stderr[-3000:]}")
-  return json.loads(result.stdout.strip().splitlines()[-1])
+def measure(argv: list[str], processes: int = 1) -> dict:
+  """One process's peak, or with processes > 1 the largest of a --distributed run's
+  processes (one CPU device each, gloo collectives)."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  if processes > 1:
+    with socket.socket() as s:
+      s.bind(("localhost", 0))
+      port = s.getsockname()[1]
+    argv = argv + ["--distributed", "--coordinator", f"localhost:{port}", "--num-processes", str(processes),
+                   "--cpu-collectives", "gloo"]
+  workers = [subprocess.Popen([sys.executable, __file__, "--worker", *argv,
+                               *(["--process-id", str(i)] if processes > 1 else [])],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for i in range(processes)]
+  results = []
+  for w in workers:
+    out, err = w.communicate()
+    if w.returncode:
+      raise SystemExit(f"worker failed:\n{err[-3000:]}")
+    results.append(json.loads(out.strip().splitlines()[-1]))
+  return max(results, key=lambda r: r["peak_mb"])
 
 
 def write_config(folder: str, fields: dict) -> str:
@@ -112,6 +130,8 @@ def write_config(folder: str, fields: dict) -> str:
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--mb", type=float, default=1000.0, help="model size in MB (float32)")
+  p.add_argument("--processes", type=int, default=1,
+                 help="run each conversion as this many --distributed processes; peaks are per process")
   p.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
   a = p.parse_args()
   if a.worker is not None:
@@ -129,9 +149,9 @@ def main() -> None:
                                 env={**os.environ, "JAX_PLATFORMS": "cpu"}).stdout.strip().splitlines()[-1])
       config = write_config(folder, fields)
       ft = measure(["from-torch", "--dit", os.path.join(folder, "wan"), "--config", config,
-                    "--out", os.path.join(folder, "run"), "--no-progress"])
+                    "--out", os.path.join(folder, "run"), "--no-progress"], a.processes)
       tt = measure(["to-torch", "--checkpoint", os.path.join(folder, "run"), "--out", os.path.join(folder, "out"),
-                    "--layout", "diffusers"])
+                    "--layout", "diffusers"], a.processes)
       rows.append((name, fields["num_layers"], size / 2**20, ft, tt))
   base_ft, base_tt = rows[0][3]["peak_mb"], rows[0][4]["peak_mb"]
   print(f"{'model':<16} {'layers':>6} {'size MB':>8} | {'from-torch peak MB':>18} {'excess/size':>11} {'s':>6} | "

@@ -11,6 +11,7 @@ from sama_jax.config import model_config
 from sama_jax.data.config import data_config
 from sama_jax.edit import edit_config
 from sama_jax.encoders import encoders_config
+from sama_jax.lora import lora_config
 from sama_jax.parallel.mesh import mesh_config
 from sama_jax.train.config import run_config, train_config
 
@@ -36,6 +37,7 @@ def get_config(arg: str | None = None, size: str = "14b") -> ml_collections.Conf
   c.data.stage1.image_edit, c.data.stage1.clip = 1.0, 1.0
   c.train = train_config(learning_rate=2e-5, warmup_steps=500, total_steps=20_000, ema_decay=0.9998,
                          weight_decay=0.01)
+  c.lora = lora_config()  # --config.lora.rank=16: train LoRA adapters only
   c.run = run_config(log_every=10, checkpoint_every=500, keep_checkpoints=3, keep_every=5000)
   c.mesh = mesh_config(data=1, fsdp=-1, context=1, tensor=1)
   c.edit = edit_config()

@@ -89,3 +89,25 @@ def test_text_dropout_puts_the_negative_embedding_in_dropped_rows():
 def test_clips_cannot_be_precomputed_encodings():
   with pytest.raises(ValueError, match="clips are corrupted afresh"):
     data_config(clips={"format": "precomputed", "path": "/x"})
+
+
+def test_source_dropout_drops_the_whole_batch_source_at_its_rate():
+  from sama_jax.train.loop import drop_source
+  raw = {"source": np.zeros((4, 5)), "target": np.ones((4, 5))}
+  assert drop_source(raw, np.random.default_rng(0), 0.0) is raw
+  kept = [("source" in drop_source(raw, np.random.default_rng([0, step, 1]), 0.3)) for step in range(2000)]
+  assert abs(1 - np.mean(kept) - 0.3) < 0.04
+  dropped = next(drop_source(raw, np.random.default_rng([0, s, 1]), 0.3) for s in range(2000)
+                 if "source" not in drop_source(raw, np.random.default_rng([0, s, 1]), 0.3))
+  assert set(dropped) == {"target"}
+  assert drop_source({"target": raw["target"]}, np.random.default_rng(0), 1.0) == {"target": raw["target"]}
+
+
+def test_training_with_source_dropout_runs_both_branches(tmp_path, monkeypatch):
+  import sama_jax.train.loop as loop
+  seen = []
+  real = loop.model_batch
+  monkeypatch.setattr(loop, "model_batch", lambda raw, *a: seen.append("source" in raw) or real(raw, *a))
+  train(config(**{"train.source_dropout": 0.5, "train.total_steps": 4}), str(tmp_path / "run"))
+  assert True in seen and False in seen
+  assert all(np.isfinite(losses(tmp_path / "run")))

@@ -7,11 +7,15 @@
     python -m sama_jax.convert to-torch --checkpoint runs/stage2 --out export/transformer --layout diffusers
     python -m sama_jax.convert to-torch --checkpoint runs/stage2 --out sama.safetensors --layout official \
         --dtype bfloat16
+    python -m sama_jax.convert to-torch --checkpoint runs/lora --out lora.safetensors --layout diffusers \
+        --lora-only
 
 from-torch writes WORKDIR/checkpoints/0 (params = EMA = converted weights, fresh optimizer
 state, the run's config), which `python -m sama_jax.train --init_from WORKDIR` and
 `python -m sama_jax.edit --checkpoint WORKDIR` load. to-torch exports a workdir's newest
-step (its EMA by default). Bad input is one line on stderr and exit code 2.
+step (its EMA by default; a LoRA run's model with the adapters merged); --lora-only
+writes a LoRA run's adapters alone as one .safetensors file (PEFT keys for diffusers,
+DiffSynth keys for official). Bad input is one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import sys
 
 from sama_jax.convert.dit import LAYOUTS
+from sama_jax.convert.multihost import add_distributed_flags, initialize_from_flags
 from sama_jax.convert.to_torch import DTYPES
 
 KNOWN_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError)
@@ -49,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
   f.add_argument("--allow-pickle", action="store_true",
                  help="accept .pth/.pt/.bin inputs (unpickling can run code: trusted files only)")
   f.add_argument("--no-progress", action="store_true", help="no progress bar")
+  add_distributed_flags(f)
   t = verbs.add_parser("to-torch", help="trainer workdir -> PyTorch DiT checkpoint")
   t.add_argument("--checkpoint", required=True, help="trainer workdir (its newest step is exported)")
   t.add_argument("--out", required=True, help="folder (diffusers) or .safetensors file (official)")
@@ -56,17 +62,30 @@ def parser() -> argparse.ArgumentParser:
   t.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                  help="export the EMA parameters (default: EMA if the run kept one)")
   t.add_argument("--dtype", choices=DTYPES, help="cast on the way out (default: as trained)")
+  t.add_argument("--lora-only", action="store_true",
+                 help="a LoRA run's adapters only, as one .safetensors file (see sama_jax/convert/lora.py)")
+  add_distributed_flags(t)
   return p
 
 
 def run(a: argparse.Namespace) -> None:
+  if a.verb == "to-torch" and a.distributed:  # refused before the processes start talking
+    if getattr(a, "lora_only", False):
+      raise ValueError("--lora-only writes one small file from one process; drop --distributed")
+    from sama_jax.convert.to_torch import check_export
+    check_export(a.out, a.layout, a.dtype, distributed=True)
+  initialize_from_flags(a)
   if a.verb == "from-torch":
     from sama_jax.convert.from_torch import from_torch
     from_torch(a.dit, a.config, a.out, vae=a.vae, text_encoder=a.text_encoder, tokenizer=a.tokenizer,
-               siglip=a.siglip, allow_pickle=a.allow_pickle, progress_bar=not a.no_progress)
+               siglip=a.siglip, allow_pickle=a.allow_pickle, progress_bar=not a.no_progress,
+               distributed=a.distributed)
+  elif a.lora_only:
+    from sama_jax.convert.lora import export_lora
+    export_lora(a.checkpoint, a.out, a.layout, use_ema=a.ema, dtype=a.dtype)
   else:
     from sama_jax.convert.to_torch import to_torch
-    to_torch(a.checkpoint, a.out, a.layout, use_ema=a.ema, dtype=a.dtype)
+    to_torch(a.checkpoint, a.out, a.layout, use_ema=a.ema, dtype=a.dtype, distributed=a.distributed)
 
 
 def one_line(error: BaseException) -> str:

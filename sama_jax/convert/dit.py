@@ -141,19 +141,31 @@ def load_torch_dit(path: str, config=None, *, widen: str = "copy", seed: int = 0
   SAMA modules the checkpoint lacks are freshly initialised (type embedding at zero).
   Every tensor of the checkpoint must be used; unknown tensors are an error.
   progress: called with each tensor's name once it is read (e.g. to advance a bar).
-  Tensors are read one at a time, so the host holds the finished parameters plus one
-  parameter's worth of staging (all layers of a stacked one), never a second model copy.
+  Tensors are read one at a time (`torch_dit_params`), so the host holds the finished
+  parameters plus one parameter's worth of staging, never a second model copy.
   """
+  config = infer_config(path) if config is None else _model_config_of(config)
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: SamaDiT(config, nnx.Rngs(seed))))
+  values = {ours: jnp.asarray(x) for ours, x in torch_dit_params(path, config, widen=widen, seed=seed,
+                                                                   progress=progress)}
+  return merge_filled(graphdef, state, values, path), config
+
+
+def torch_dit_params(path: str, config, *, widen: str = "copy", seed: int = 0, progress=None):
+  """Yields (our '.'-joined parameter path, NumPy array in our layout and `param_dtype`),
+  one parameter at a time, for every parameter of the `SamaDiT` of `config` (a model
+  config): read from the checkpoint at `path`, or fresh for SAMA modules it lacks. The
+  caller decides where each goes (host arrays, or shards of a global array). Arguments
+  and errors as `load_torch_dit`; the checks on names are made before anything is read.
+  A stacked parameter is staged whole (all layers)."""
   names = io.index_files(path)
   layout = detect_layout(names)
-  config = infer_config(path) if config is None else _model_config_of(config)
-  abstract = nnx.eval_shape(lambda: SamaDiT(config, nnx.Rngs(seed)))
-  graphdef, state = nnx.split(abstract)
-  expected = flatten(nnx.to_pure_dict(state))
+  config = _model_config_of(config)
+  expected = flatten(nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: SamaDiT(config, nnx.Rngs(seed))))))
   dtype = jnp.dtype(config.param_dtype)
   patch = tuple(config.patch_size)
 
-  values, used, missing_modules = {}, set(), set()
+  present, used, missing_modules = [], set(), set()
   for rule in N.DIT_RULES:
     torch_names = ([rule.torch_name(layout).format(i=i) for i in range(config.num_layers)]
                    if rule.stacked else [rule.torch_name(layout)])
@@ -164,6 +176,14 @@ def load_torch_dit(path: str, config=None, *, widen: str = "copy", seed: int = 0
         continue
       raise KeyError(f"{layout}-layout checkpoint {path!r} lacks {absent[0]!r} "
                      f"(needed for {rule.ours}; config has {config.num_layers} layers)")
+    present.append((rule, torch_names))
+    used.update(torch_names)
+  unused = sorted(set(names) - used)
+  if unused:
+    raise ValueError(f"{len(unused)} tensors of {path!r} have no place in the SAMA DiT "
+                     f"(an image-to-video or otherwise different model?): {unused[:10]}")
+
+  for rule, torch_names in present:
     x = None
     for i, name in enumerate(torch_names):
       t = io.read_tensor(names[name], name)
@@ -176,22 +196,17 @@ def load_torch_dit(path: str, config=None, *, widen: str = "copy", seed: int = 0
       else:  # filled in place: no list of layers plus a stacked copy
         x = np.empty((len(torch_names), *t.shape), t.dtype) if x is None else x
         x[i] = t
-      used.add(name)
       if progress is not None:
         progress(name)
     want = expected[rule.ours].shape
     if x.shape != tuple(want):
       raise ValueError(f"{torch_names[0]!r} has shape {x.shape} in our layout but the config "
                        f"needs {tuple(want)} for {rule.ours}; the config does not match the checkpoint")
-    values[rule.ours] = jnp.asarray(x, dtype)
-
-  unused = sorted(set(names) - used)
-  if unused:
-    raise ValueError(f"{len(unused)} tensors of {path!r} have no place in the SAMA DiT "
-                     f"(an image-to-video or otherwise different model?): {unused[:10]}")
+    yield rule.ours, x.astype(dtype, copy=False)
+    del x
   for module in sorted(missing_modules):
-    values.update(_fresh_module_params(module, config, seed))
-  return merge_filled(graphdef, state, values, path), config
+    for ours, x in _fresh_module_params(module, config, seed).items():
+      yield ours, np.asarray(x)
 
 
 def save_torch_dit(model: SamaDiT, config, out: str, layout: str = "diffusers", *,

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 
+import jax
 import ml_collections
 from flax import nnx
 
@@ -20,12 +21,24 @@ from sama_jax.config import load_config
 from sama_jax.convert import safetensors_io as io
 from sama_jax.convert.dit import detect_layout, infer_config, load_torch_dit
 from sama_jax.convert.key_report import format_report, key_report
-from sama_jax.convert.orbax_io import write_trainer_checkpoint
+from sama_jax.convert.orbax_io import write_train_state, write_trainer_checkpoint
 from sama_jax.convert.pickle_inputs import safetensors_input
 
 
 def _say(message: str) -> None:
   print(message, file=sys.stderr)
+
+
+def encoder_fields(vae=None, text_encoder=None, tokenizer=None, siglip=None) -> dict:
+  """The `encoders` config fields that point at the given encoders."""
+  fields = {}
+  if vae:
+    fields.update(codec="wan_vae", vae_path=os.path.abspath(vae))
+  if text_encoder:
+    fields.update(text="umt5", umt5_path=os.path.abspath(text_encoder), tokenizer_path=os.path.abspath(tokenizer))
+  if siglip:
+    fields.update(semantic="siglip", siglip_path=os.path.abspath(siglip))
+  return fields
 
 
 def check_encoders(mc, vae=None, text_encoder=None, tokenizer=None, siglip=None, log=print) -> dict:
@@ -34,24 +47,20 @@ def check_encoders(mc, vae=None, text_encoder=None, tokenizer=None, siglip=None,
   from sama_jax.convert import load_torch_siglip, load_torch_umt5, load_torch_vae
   from sama_jax.models.text import load_tokenizer
 
-  fields = {}
   if vae:
     _, vc = load_torch_vae(vae)
     _same("--vae", vae, "latent channels", vc.z_dim, "model.in_channels", mc.in_channels)
-    fields.update(codec="wan_vae", vae_path=os.path.abspath(vae))
     log(f"VAE {vae}: loads, {vc.z_dim} latent channels")
   if text_encoder:
     load_tokenizer(tokenizer)
     _, tc = load_torch_umt5(text_encoder)
     _same("--text-encoder", text_encoder, "width", tc.d_model, "model.text_dim", mc.text_dim)
-    fields.update(text="umt5", umt5_path=os.path.abspath(text_encoder), tokenizer_path=os.path.abspath(tokenizer))
     log(f"text encoder {text_encoder}: loads, width {tc.d_model}; tokenizer {tokenizer}: loads")
   if siglip:
     _, sc = load_torch_siglip(siglip)
     _same("--siglip", siglip, "width", sc.hidden_size, "model.semantic_dim", mc.semantic_dim)
-    fields.update(semantic="siglip", siglip_path=os.path.abspath(siglip))
     log(f"SigLIP {siglip}: loads, width {sc.hidden_size}")
-  return fields
+  return encoder_fields(vae, text_encoder, tokenizer, siglip)
 
 
 def _same(flag, path, what, value, field, expected) -> None:
@@ -99,10 +108,8 @@ def _tokenizer_of(text_encoder: str, tokenizer: str | None) -> str:
                    "(e.g. the Wan2.1 diffusers folder's tokenizer/)")
 
 
-def load_dit_with_report(path: str, mc, log=print, progress_bar: bool = True):
-  """load_torch_dit with the key table printed first and a bar over tensors."""
-  from tqdm import tqdm
-
+def _checked_report(path: str, mc, log) -> int:
+  """Prints the key table; raises on missing or unexpected tensors; returns the tensors used."""
   names = io.index_files(path)
   layout = detect_layout(names)
   report = key_report(names, layout, mc.num_layers)
@@ -114,14 +121,37 @@ def load_dit_with_report(path: str, mc, log=print, progress_bar: bool = True):
     raise ValueError(f"{len(report.unexpected)} tensors of {path!r} have no place in a {mc.num_layers}-layer "
                      f"SAMA DiT (an image-to-video or otherwise different model, or a config with too few "
                      f"layers?), e.g. {list(report.unexpected[:3])}")
-  with tqdm(total=report.used, unit="tensor", desc="DiT", disable=not progress_bar) as bar:
+  return report.used
+
+
+def load_dit_with_report(path: str, mc, log=print, progress_bar: bool = True):
+  """load_torch_dit with the key table printed first and a bar over tensors."""
+  from tqdm import tqdm
+
+  with tqdm(total=_checked_report(path, mc, log), unit="tensor", desc="DiT", disable=not progress_bar) as bar:
     return load_torch_dit(path, mc, progress=lambda _: bar.update(1))
 
 
+def _quiet(*_) -> None:
+  pass
+
+
 def from_torch(dit: str, config_file: str, out: str, *, vae=None, text_encoder=None, tokenizer=None,
-               siglip=None, allow_pickle: bool = False, log=print, progress_bar: bool = True) -> str:
-  """Converts and writes WORKDIR `out`; returns the step folder written."""
+               siglip=None, allow_pickle: bool = False, log=print, progress_bar: bool = True,
+               distributed: bool = False) -> str:
+  """Converts and writes WORKDIR `out`; returns the step folder written.
+
+  distributed: every process of an initialised `jax.distributed` run calls this alike;
+  the parameters and the fresh optimizer state become global arrays sharded over all
+  devices (each process holds its shards), and each process writes its own shards.
+  Process 0 alone checks the encoders, prints and writes the config."""
+  if distributed and allow_pickle:
+    raise ValueError("--allow-pickle cannot be combined with --distributed (every process would convert the "
+                     "same files at once); convert pickles first with python -m "
+                     "sama_jax.convert.torch_to_safetensors and pass the .safetensors")
   _check_inputs({"dit": dit, "vae": vae, "text-encoder": text_encoder, "siglip": siglip}, tokenizer, out)
+  primary = jax.process_index() == 0
+  log, progress_bar = (log, progress_bar) if primary else (_quiet, False)
   cfg = load_config(config_file)
   # Converted encoders must outlive this call (the config points at them); the DiT's need not.
   kept = os.path.join(out, "converted_inputs")
@@ -134,11 +164,23 @@ def from_torch(dit: str, config_file: str, out: str, *, vae=None, text_encoder=N
     dit = safetensors_input("dit", dit, allow_pickle, scratch, _say)
     mc = cfg.model if "model" in cfg else infer_config(dit)
     # Encoders first: each is built and dropped before the DiT takes the memory.
-    fields = check_encoders(mc, vae, text_encoder, tokenizer, siglip, log)
-    model, mc = load_dit_with_report(dit, mc, log, progress_bar)
-  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  del model  # the pure dict holds the same arrays
+    fields = (check_encoders(mc, vae, text_encoder, tokenizer, siglip, log) if primary
+              else encoder_fields(vae, text_encoder, tokenizer, siglip))
+    if distributed:
+      from tqdm import tqdm
+
+      from sama_jax.convert.sharded import conversion_mesh, sharded_dit_params, sharded_fresh_state
+      mesh = conversion_mesh()
+      with tqdm(total=_checked_report(dit, mc, log), unit="tensor", desc="DiT", disable=not progress_bar) as bar:
+        params = sharded_dit_params(dit, mc, mesh, progress=lambda _: bar.update(1))
+    else:
+      model, mc = load_dit_with_report(dit, mc, log, progress_bar)
   full = saved_config(cfg, mc, fields)
-  step_dir = write_trainer_checkpoint(out, params, full)
+  if distributed:
+    step_dir = write_train_state(out, sharded_fresh_state(params, mc, full.train, mesh), full)
+  else:
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    del model  # the pure dict holds the same arrays
+    step_dir = write_trainer_checkpoint(out, params, full)
   log(f"wrote {step_dir} (step 0: params = EMA = converted weights, fresh optimizer state)")
   return step_dir

@@ -14,8 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from sama_jax.config import model_config
+from sama_jax.convert.trees import flatten, unflatten
 from sama_jax.models import SamaDiT
 from sama_jax.train import checkpoint as ckpt
 from sama_jax.train.optimizer import make_optimizer
@@ -55,11 +57,19 @@ def write_trainer_checkpoint(workdir: str, params: dict, config, step: int = 0) 
   """Writes `params` with `config` (a ConfigDict with .model and .train) as the checkpoint
   of `step` in `workdir`, in the trainer's format; returns the step folder. Refuses a
   workdir that already has checkpoints."""
+  return write_train_state(workdir, fresh_train_state(params, config.train), config, step)
+
+
+def write_train_state(workdir: str, state: dict, config, step: int = 0) -> str:
+  """Writes a train state dict (host arrays, or global arrays that every process passes
+  together: each process writes its own shards, process 0 the config) as the checkpoint of
+  `step` in `workdir`; returns the step folder. Refuses a workdir that already has checkpoints."""
   run_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
   if os.path.isdir(run_dir) and os.listdir(run_dir):
     raise FileExistsError(f"--out {workdir!r} already holds checkpoints ({sorted(os.listdir(run_dir))[:5]}); "
                           "choose a new workdir")
-  state = fresh_train_state(params, config.train)
+  if jax.process_count() > 1:  # every process has looked before any starts writing
+    multihost_utils.sync_global_devices("sama_jax.convert: workdir checked")
   manager = _low_memory_manager(run_dir, max(x.nbytes for x in jax.tree.leaves(state)))
   manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
                                              config=ocp.args.JsonSave(config.to_dict()),
@@ -84,9 +94,10 @@ def check_matches(saved, like, what: str) -> None:
                        "checkpoint")
 
 
-def read_trainer_params(workdir: str, use_ema: bool | None = None, step: int | None = None):
-  """(params pure dict, model config, "ema" or "params", step) of a trainer workdir.
-  use_ema None: the EMA where the run kept one, else the raw parameters."""
+def trainer_step(workdir: str, use_ema: bool | None = None, step: int | None = None):
+  """(run dir, model config, "ema" or "params", step) of a trainer workdir, checked against
+  its saved shapes, without reading any parameter. use_ema None: the EMA where the run kept
+  one, else the raw parameters."""
   if not os.path.exists(workdir):
     raise FileNotFoundError(f"--checkpoint {workdir!r} does not exist")
   run_dir = os.path.join(workdir, "checkpoints")
@@ -107,10 +118,45 @@ def read_trainer_params(workdir: str, use_ema: bool | None = None, step: int | N
     raise ValueError(f"{workdir!r} step {step} has no EMA parameters (trained with train.ema_decay=0); "
                      "export the raw ones with --no-ema")
   key = "ema" if (has_ema if use_ema is None else use_ema) else "params"
-  abstract = nnx.state(nnx.eval_shape(lambda: SamaDiT(mc, nnx.Rngs(0))), nnx.Param)
-  like = nnx.to_pure_dict(abstract)
-  check_matches(metadata[key], like, f"{workdir!r} step {step}")
+  # A LoRA run's params/EMA are adapters; its model is the frozen base they merge into.
+  model = metadata.get("base")
+  check_matches(metadata[key] if model is None else model, _params_like(mc), f"{workdir!r} step {step}")
+  return run_dir, mc, key, step
+
+
+def _params_like(mc) -> dict:
+  return nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: SamaDiT(mc, nnx.Rngs(0))), nnx.Param))
+
+
+def read_trainer_params(workdir: str, use_ema: bool | None = None, step: int | None = None):
+  """(params pure dict, model config, "ema" or "params", step) of a trainer workdir.
+  use_ema None: the EMA where the run kept one, else the raw parameters."""
+  run_dir, mc, key, step = trainer_step(workdir, use_ema, step)
+  like = _params_like(mc)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   params = ckpt.restore_params(run_dir, like, jax.tree.map(lambda _: device, like), use_ema=key == "ema",
                                step=step)
   return params, mc, key, step
+
+
+def host_leaf_reader(run_dir: str, step: int, key: str):
+  """A function: list of '.'-joined parameter paths (as `trees.flatten` names them) ->
+  {path: NumPy array} of those parameters of `state[key]` at `step`; nothing else is read.
+  Process-local: it synchronises with no other process, so each process may read a
+  different set."""
+  here = {jax.process_index()}
+  local = ocp.options.MultiprocessingOptions(primary_host=None, active_processes=here)
+  checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=local),
+                                  multiprocessing_options=local)
+  directory = os.path.join(run_dir, str(step), "state")
+  flat = flatten(checkpointer.metadata(directory).item_metadata.tree[key])
+
+  def read(paths: list[str]) -> dict:
+    target = unflatten({p: flat[p] for p in paths})
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target,
+                        is_leaf=lambda x: hasattr(x, "shape"))
+    restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(
+        item={key: target}, restore_args={key: args}, partial_restore=True))
+    return flatten(restored[key])
+
+  return read

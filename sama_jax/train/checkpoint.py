@@ -6,6 +6,8 @@ Each step directory holds three items:
   config  the run's full config as JSON;
   data    the data iterator's state (JSON), so a resumed run continues the exact order.
 Stage 2 starts from stage 1 with `restore_params` (params, or EMA params) and a fresh optimizer.
+A LoRA run's state also holds the frozen "base" parameters (its params/EMA are adapters);
+`restore_params` returns its model with the adapters merged in.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from sama_jax import lora as lora_lib
 
 
 def checkpoint_manager(directory: str, keep: int = 3, keep_every: int | None = None,
@@ -54,20 +57,43 @@ def restore(manager: ocp.CheckpointManager, state_like: dict, shardings: dict, s
 def restore_params(directory: str, params_like: dict, shardings: dict, use_ema: bool = False,
                    step: int | None = None) -> dict:
   """Parameters (or their EMA) of a checkpoint written by `save`, in the given layout,
-  without reading the optimizer state. For stage handoff (`--init_from`)."""
+  without reading the optimizer state. For stage handoff (`--init_from`) and inference.
+  A LoRA run (saved config lora.rank > 0) gives its base with the adapters (or their EMA)
+  merged in."""
+  key = "ema" if use_ema else "params"
+  step = _step(directory, step)
+  lora = read_config(directory, step).get("lora")
+  if not lora_lib.enabled(lora):
+    return restore_items(directory, {key: params_like}, {key: shardings}, step)[key]
+  lora = lora_lib.lora_config(**lora)
+  adapters = jax.eval_shape(lambda p: lora_lib.init_lora(p, lora, jax.random.key(0)), params_like)
+  items = restore_items(directory, {"base": params_like, key: adapters},
+                        {"base": shardings, key: lora_lib.lora_shardings(shardings, adapters)}, step)
+  return lora_lib.merge_lora(items["base"], items[key], lora)
+
+
+def restore_items(directory: str, like: dict, shardings: dict, step: int | None = None) -> dict:
+  """The named items of a saved train state ({"params": like, ...}: arrays or
+  ShapeDtypeStructs), in the given layout; other items are left on disk."""
   # The PyTree handler (same files as the standard one) can restore part of the tree.
   manager = ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(create=False),
                                   item_handlers={"state": ocp.PyTreeCheckpointHandler()})
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {directory}")
-  key = "ema" if use_ema else "params"
-  # Restore a partial tree: only the chosen parameter set; other items are left on disk.
-  target = {key: _abstract(params_like, shardings)}
+  step = _step(directory, step)
+  target = {k: _abstract(v, shardings[k]) for k, v in like.items()}
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.PyTreeRestore(item=target, partial_restore=True, restore_args={
-          key: jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)})))
-  return restored["state"][key]
+          k: jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings[k]) for k in like})))
+  return {k: restored["state"][k] for k in like}
+
+
+def _step(directory: str, step: int | None) -> int:
+  """`step`, or the newest saved step of `directory`."""
+  if step is None:
+    step = ocp.CheckpointManager(os.path.abspath(directory),
+                                 options=ocp.CheckpointManagerOptions(create=False)).latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  return step
 
 
 def read_config(directory: str, step: int | None = None) -> dict:

@@ -54,6 +54,9 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   # instruction by the negative prompt with this probability (the paper does not say).
   c.text_dropout = 0.1
   c.negative_prompt = "[Video edit]"
+  # Train the source-free branch that two-scale guidance (edit.guidance_source) uses: drop
+  # the whole batch's source with this probability (0: never, as the paper's runs).
+  c.source_dropout = 0.0
   c.update(overrides)
   if c.schedule not in SCHEDULES:
     raise ValueError(f"train.schedule={c.schedule!r}; expected one of {SCHEDULES}")

@@ -7,7 +7,9 @@ initialised from an earlier stage), the jitted step, metrics and checkpoints.
 
 A run resumes from the newest checkpoint in WORKDIR (state, config and data order);
 `--init_from` starts a stage from another run's parameters (or their EMA) with a fresh
-optimizer. SIGTERM (preemption) saves a checkpoint before exiting.
+optimizer. SIGTERM (preemption) saves a checkpoint before exiting. With
+`--config.lora.rank=8` the parameters (fresh, or from `--init_from`) are frozen and only
+LoRA adapters are trained (sama_jax/lora.py).
 """
 
 from __future__ import annotations
@@ -91,6 +93,15 @@ def drop_text(raw: dict, rng: np.random.Generator, p: float, negative: str, proc
   return out
 
 
+def drop_source(raw: dict, rng: np.random.Generator, p: float) -> dict:
+  """Drops the source of the whole batch with probability p, so the model also learns the
+  source-free branch that two-scale guidance (edit.guidance_source) needs. One draw per
+  step from a generator every process seeds alike, so all processes agree."""
+  if p <= 0 or "source" not in raw or rng.random() >= p:
+    return raw
+  return {k: v for k, v in raw.items() if k != "source"}
+
+
 def model_batch(raw: dict, encoders, encode, mesh) -> dict:
   """A host batch -> the global model batch: raw media are tokenized and encoded on the
   device; precomputed encodings (a "latents" key) go straight to the step."""
@@ -142,7 +153,8 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
   data = make_data(config, process, processes)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    graphdef, optimizer, state, shardings = create_train_state(config.model, config.train, mesh, rules)
+    lora = config.get("lora")
+    graphdef, optimizer, state, shardings = create_train_state(config.model, config.train, mesh, rules, lora=lora)
     manager = ckpt.checkpoint_manager(os.path.join(workdir, "checkpoints"), run.keep_checkpoints,
                                       run.keep_every or None, async_save=run.async_checkpoints)
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
@@ -152,13 +164,14 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
         data.set_state(data_state)
       log.info("resumed from step %d", int(state["step"]))
     elif init_from:
-      params = ckpt.restore_params(os.path.join(init_from, "checkpoints"), like["params"], shardings["params"],
+      model = "base" if "base" in like else "params"  # with LoRA the earlier run's model is the base
+      params = ckpt.restore_params(os.path.join(init_from, "checkpoints"), like[model], shardings[model],
                                    use_ema=config.train.init_from_ema)
       graphdef, optimizer, state, shardings = create_train_state(config.model, config.train, mesh, rules,
-                                                                 params=params)
+                                                                 params=params, lora=lora)
       log.info("initialised parameters from %s", init_from)
 
-    step_fn = jax.jit(make_train_step(graphdef, optimizer, config.train),
+    step_fn = jax.jit(make_train_step(graphdef, optimizer, config.train, lora),
                       in_shardings=(shardings, batch_sharding(mesh), None),
                       out_shardings=(shardings, None), donate_argnums=0)
     rng = jax.random.key(config.train.seed)
@@ -173,6 +186,7 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
       for step in range(start, config.train.total_steps):
         raw = drop_text(next(data), np.random.default_rng([config.train.seed, step]), config.train.text_dropout,
                         config.train.negative_prompt, process, processes, negative_text)
+        raw = drop_source(raw, np.random.default_rng([config.train.seed, step, 1]), config.train.source_dropout)
         batch = model_batch(raw, encoders, encode, mesh)
         state, metrics = step_fn(state, batch, rng)
         steps_timed += 1

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from sama_jax import lora as lora_lib
 from sama_jax.diffusion.flow import interpolate, semantic_loss, velocity_target
 from sama_jax.diffusion.schedule import NUM_TRAIN_TIMESTEPS, sample_training_sigmas
 from sama_jax.train.optimizer import learning_rate_schedule
@@ -45,8 +46,10 @@ def compute_loss(model, batch: dict, rng: jax.Array, c):
   return loss, aux
 
 
-def make_train_step(graphdef, optimizer: optax.GradientTransformation, train_config):
-  """train_step(state, batch, rng) -> (state, metrics), pure; jit it with shardings."""
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, train_config, lora=None):
+  """train_step(state, batch, rng) -> (state, metrics), pure; jit it with shardings. With
+  a `lora` config of rank > 0, state["params"] are the adapters, merged into the frozen
+  state["base"] inside the loss."""
   c = train_config
   schedule = learning_rate_schedule(c)
 
@@ -54,6 +57,8 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, train_con
     rng = jax.random.fold_in(rng, state["step"])
 
     def loss_fn(params):
+      if lora_lib.enabled(lora):
+        params = lora_lib.apply_lora(state["base"], params, lora)
       return compute_loss(nnx.merge(graphdef, params), batch, rng, c)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -64,6 +69,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, train_con
       ema = jax.tree.map(lambda e, p: c.ema_decay * e + (1.0 - c.ema_decay) * p, ema, params)
     metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state["step"] // c.grad_accum)}
-    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema}, metrics
+    frozen = {"base": state["base"]} if lora_lib.enabled(lora) else {}
+    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema, **frozen}, metrics
 
   return train_step
