@@ -131,16 +131,43 @@ def edit(bundle: EditBundle, frames: np.ndarray, instruction: str, *, progress=N
   if not isinstance(instruction, str) or not clean_text(instruction):
     raise ValueError("the instruction is empty; say what to change, e.g. 'make the car red'")
   source, real = prepare_source(frames, c)
-  enc, model = bundle.encoders, bundle.model
+  enc = bundle.encoders
   ids, mask = tokenize(enc.tokenizer, [c.prompt_prefix + clean_text(instruction), c.negative_prompt], enc.text_len)
+  text = _text_embeddings(enc.text_encoder, jnp.asarray(ids), jnp.asarray(mask))
   source_latents = enc.codec.encode(frames_to_unit(jnp.asarray(source[None])))
+  latents = edit_latents(bundle, source_latents, text, video_frames=len(source), progress=progress, **options)
+  out = enc.codec.decode(latents)[0]
+  pixels = np.asarray(jnp.clip((out + 1.0) * 127.5, 0, 255)).astype(np.uint8)  # truncation, as released
+  return pixels[:real]
+
+
+@nnx.jit
+def _text_embeddings(text_encoder, ids: jax.Array, mask: jax.Array) -> jax.Array:
+  return text_encoder(ids, mask)
+
+
+def edit_latents(bundle: EditBundle, source_latents: jax.Array, text: jax.Array, *, video_frames: int | None = None,
+                 progress=None, **options) -> jax.Array:
+  """The denoising core of `edit`, from precomputed features: source_latents [1, F, h, w, C]
+  (the codec's encoding of the bucketed, 1+4k-padded source) and text [2, L, D] (the
+  embeddings of the prefixed instruction, then of the negative prompt) -> edited
+  latents [1, F, h, w, C] float32, to decode with the codec. video_frames (for window
+  layouts): the padded source's frame count; default F (the patch codec's 1:1)."""
+  c = edit_config(**{**bundle.config.edit.to_dict(), **options})
+  check_window_options(c)
+  mc = bundle.config.model
+  if source_latents.ndim != 5 or source_latents.shape[0] != 1 or source_latents.shape[-1] != mc.in_channels:
+    raise ValueError(f"source latents have shape {tuple(source_latents.shape)}; expected [1, F, h, w, "
+                     f"{mc.in_channels}]")
+  if text.ndim != 3 or text.shape[0] != 2 or text.shape[-1] != mc.text_dim:
+    raise ValueError(f"text embeddings have shape {tuple(text.shape)}; expected [2, L, {mc.text_dim}] "
+                     "(instruction, negative prompt)")
   key_x, key_s = jax.random.split(jax.random.key(c.seed))
   noise = jax.random.normal(key_x, source_latents.shape, jnp.float32)
   semantic_noise = None
   if c.semantic:
-    shape = (1, bundle.config.model.num_semantic_tokens, bundle.config.model.semantic_dim)
-    semantic_noise = jax.random.normal(key_s, shape, jnp.float32)
-  layout = window_layout(c, len(source), source_latents.shape[1], bundle.config.model)
+    semantic_noise = jax.random.normal(key_s, (1, mc.num_semantic_tokens, mc.semantic_dim), jnp.float32)
+  layout = window_layout(c, video_frames or source_latents.shape[1], source_latents.shape[1], mc)
   if c.guidance_source and layout is not None:
     raise ValueError("guidance_source with max_window_frames is not supported; use one of them")
   if c.guidance_source < 0:
@@ -150,13 +177,10 @@ def edit(bundle: EditBundle, frames: np.ndarray, instruction: str, *, progress=N
     bundle.samplers[key] = _make_sampler(bundle, *key)
   bundle.progress[0] = progress
   try:
-    latents = bundle.samplers[key](nnx.state(model), jnp.asarray(ids), jnp.asarray(mask), source_latents, noise,
-                                   semantic_noise)
+    return bundle.samplers[key](nnx.state(bundle.model), jnp.asarray(text, jnp.float32), source_latents, noise,
+                                semantic_noise)
   finally:
     bundle.progress[0] = None
-  out = enc.codec.decode(latents)[0]
-  pixels = np.asarray(jnp.clip((out + 1.0) * 127.5, 0, 255)).astype(np.uint8)  # truncation, as released
-  return pixels[:real]
 
 
 def check_window_options(c) -> None:
@@ -187,18 +211,17 @@ def window_layout(c, video_frames: int, latent_frames: int, model) -> tuple[tupl
 
 def _make_sampler(bundle: EditBundle, steps: int, shift: float, guidance: float, layout=None,
                   guidance_source: float = 0.0):
-  """The jitted edit: text encoding plus the whole guided denoising loop; with a window
-  layout (starts, window) the model runs on each window and the velocities are blended."""
+  """The jitted edit: the whole guided denoising loop; with a window layout (starts,
+  window) the model runs on each window and the velocities are blended."""
   graphdef = nnx.graphdef(bundle.model)
-  text_encoder, hook = bundle.encoders.text_encoder, bundle.progress
+  hook = bundle.progress
 
   def report(i):
     if hook[0] is not None:
       hook[0](i)
 
   @jax.jit
-  def run(state, ids, mask, source, noise, semantic_noise):
-    text = text_encoder(ids, mask)
+  def run(state, text, source, noise, semantic_noise):
     model = nnx.merge(graphdef, state)
 
     def velocity(x, t, ctx, s):

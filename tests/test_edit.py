@@ -84,6 +84,32 @@ def test_same_seed_same_edit_and_seed_matters(official, tmp_path):
   assert a.shape == (9, 32, 64, 3)
 
 
+def test_precomputed_features_edit_like_live_encoders(official, tmp_path):
+  """edit_latents on features encoded beforehand (as precompute stores them) gives the
+  latents that edit() decodes: the same pixels."""
+  checkpoint, config = official
+  from sama_jax.config import load_config
+  from sama_jax.edit import edit_latents, prepare_source
+  from sama_jax.encoders import frames_to_unit
+  from sama_jax.models.text import encode_text
+  bundle = load_bundle(checkpoint, load_config(config))
+  frames = read_video(small_clip(tmp_path / "a.mp4"))[0]
+  enc, c = bundle.encoders, bundle.config.edit
+  source, real = prepare_source(frames, c)
+  latents = np.asarray(enc.codec.encode(frames_to_unit(jax.numpy.asarray(source[None]))))  # stored, reloaded
+  text = np.asarray(encode_text(enc.tokenizer, enc.text_encoder, [c.prompt_prefix + "make it blue",
+                                                                   c.negative_prompt], enc.text_len))
+  out = edit_latents(bundle, latents, text)
+  pixels = np.asarray(jax.numpy.clip((enc.codec.decode(out)[0] + 1) * 127.5, 0, 255)).astype(np.uint8)[:real]
+  # Eager vs jitted text encoding differ in float rounding, which uint8 truncation can turn
+  # into one level on a pixel.
+  live = edit(bundle, frames, "make it blue")
+  assert pixels.shape == live.shape and np.abs(pixels.astype(int) - live).max() <= 1
+  assert np.mean(pixels != live) < 1e-3
+  with pytest.raises(ValueError, match="text embeddings have shape"):
+    edit_latents(bundle, latents, text[:1])
+
+
 def test_source_guidance_adds_the_source_free_pass(official, tmp_path):
   checkpoint, config = official
   from sama_jax.config import load_config
