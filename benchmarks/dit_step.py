@@ -107,8 +107,8 @@ def main():
     rows.append(("torch (diffusers)", "plain Wan", torch_step(config, args), dit_flops(config, **dims)))
 
   print(f"device: {jax.devices()[0].device_kind}; dim {a.dim}, layers {a.layers}, latents {shape}, {a.dtype}")
-  print(f"| framework | model | tokens | fwd+bwd ms | TFLOP/s | MFU |")
-  print(f"|---|---|---|---|---|---|")
+  print("| framework | model | tokens | fwd+bwd ms | TFLOP/s | MFU |")
+  print("|---|---|---|---|---|---|")
   for framework, name, step, flops in rows:
     seconds = time_call(step, a.repeats)
     tflops = flops.train / seconds / 1e12

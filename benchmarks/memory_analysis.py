@@ -40,7 +40,7 @@ from sama_jax.train.step import make_train_step  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {"1.3b": "wan1_3b.py", "14b": "wan14b.py"}
 REMATS = ("none", "full", "dots_saveable", "offload_dots")
-# name -> mesh degrees; context meshes need model.sequence_parallel (Ulysses) in the config.
+# name -> mesh degrees.
 MESHES = {"fsdp8": dict(data=1, fsdp=8, context=1, tensor=1),
           "fsdp4_context2": dict(data=1, fsdp=4, context=2, tensor=1)}
 LATENTS = (21, 60, 104, 16)  # 81 frames of 480×832 through the Wan VAE (4× time, 8× space)
@@ -77,13 +77,14 @@ def per_device_bytes(tree) -> float:
   return float(sum(np.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree)))
 
 
-def analyse(model_name, mesh_name, remat, text_len, num_semantic):
+def analyse(model_name, mesh_name, remat, text_len, num_semantic, sequence_parallel="none"):
   """One table row: dict of GB figures and compile seconds, or {"error": reason}."""
   config = load_config(os.path.join(REPO, "configs", MODELS[model_name])).model
   config.remat, config.attention = remat, "chunked"
   degrees = MESHES[mesh_name]
-  # Context degrees > 1 shard the sequence by the activation_length rule (GSPMD), not
-  # Ulysses: SAMA's 2·21·30·52 + 65 = 65,585 tokens divide by no power of two.
+  # Context degrees > 1 shard the sequence by the activation_length rule (GSPMD) unless
+  # --sequence-parallel ulysses (the model then pads 65,585 tokens to divide by the degree).
+  config.sequence_parallel = sequence_parallel
   mc = mesh_config(**degrees)
   mesh = make_mesh(mc, jax.devices()[:8])
   tc = train_config()
@@ -109,10 +110,11 @@ def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--models", default="1.3b", help=f"comma-separated from {list(MODELS)}")
   p.add_argument("--remat", default=",".join(REMATS), help=f"comma-separated from {REMATS}")
-  p.add_argument("--meshes", default=",".join(MESHES), help=f"comma-separated from {list(MESHES)}; context "
-                 "meshes are skipped unless model.sequence_parallel exists")
+  p.add_argument("--meshes", default=",".join(MESHES), help=f"comma-separated from {list(MESHES)}")
   p.add_argument("--anchors", type=int, default=1, help="anchor frames (65 semantic tokens each)")
   p.add_argument("--text-len", type=int, default=512)
+  p.add_argument("--sequence-parallel", default="none", choices=("none", "ulysses"),
+                 help="how context meshes split attention (model.sequence_parallel)")
   a = p.parse_args()
   split = lambda s: [x for x in s.split(",") if x]
   models, remats, meshes = split(a.models), split(a.remat), split(a.meshes)
@@ -120,16 +122,13 @@ def main():
     bad = [x for x in given if x not in allowed]
     if bad:
       raise ValueError(f"{flag} {bad} unknown; choose from {list(allowed)}")
-  has_context = "sequence_parallel" in load_config(os.path.join(REPO, "configs", "tiny.py")).model
-  skipped = [m for m in meshes if MESHES[m]["context"] > 1 and not has_context]
-  meshes = [m for m in meshes if m not in skipped]
   num_semantic = 65 * a.anchors
   f, h, w, _ = LATENTS
   video = f * (h // 2) * (w // 2)
 
   print(f"{len(jax.devices())} fake {jax.devices()[0].platform} devices; per-device GB (1e9 bytes); "
         f"tokens: {video} target + {video} source + {num_semantic} semantic, {a.text_len} text; "
-        f"one video per data-parallel group" + (f"; skipped {skipped} (no model.sequence_parallel)" if skipped else ""))
+        f"one video per data-parallel group; sequence_parallel={a.sequence_parallel}")
   print("| model | mesh | remat | params | opt state | EMA | arguments | outputs | aliased | temp | "
         "total | host temp | compile s |")
   print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -137,7 +136,7 @@ def main():
     for mesh in meshes:
       for remat in remats:
         try:
-          r = analyse(model, mesh, remat, a.text_len, num_semantic)
+          r = analyse(model, mesh, remat, a.text_len, num_semantic, a.sequence_parallel)
         except Exception as e:  # noqa: BLE001 - the reason goes in the table
           reason = " ".join(f"{type(e).__name__}: {e}".split())[:160].replace("|", "/")
           print(f"| {model} | {mesh} | {remat} | failed: {reason} |||||||||", flush=True)

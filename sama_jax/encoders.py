@@ -13,7 +13,6 @@ model batch (jax): latents, source (optional), semantic (optional), text, task.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 from typing import Any
 

@@ -1,7 +1,6 @@
 """The jitted train step under device meshes, the optimizer options and checkpoints."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn

@@ -55,7 +55,7 @@ def sharded_dit_params(path: str, mc, mesh, progress=None) -> dict:
   flat = {}
   for ours, full in torch_dit_params(path, mc, progress=progress):
     # A copy per shard: a view would keep the whole staged parameter alive.
-    flat[ours] = jax.make_array_from_callback(full.shape, shardings[ours], lambda index: np.array(full[index]))
+    flat[ours] = jax.make_array_from_callback(full.shape, shardings[ours], lambda index, full=full: np.array(full[index]))
     del full
   return unflatten(flat)
 

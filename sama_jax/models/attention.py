@@ -2,7 +2,9 @@
 
 `attention(q, k, v, impl=...)` computes softmax(q kᵀ / sqrt(D)) v with float32 softmax
 statistics, no mask (SAMA attends bidirectionally over the whole sequence; the umT5
-padding positions take part in cross-attention, SAMA_METHOD.md §6.4).
+padding positions take part in cross-attention, SAMA_METHOD.md §6.4). The one exception is
+`kv_length`: only the first kv_length keys are real, the rest are padding appended so a
+sequence divides over the context mesh axis (parallel/ulysses.py), and get zero weight.
 
 Implementations:
   xla     einsum reference; runs everywhere (CPU tests).
@@ -41,22 +43,46 @@ def check_implementation(impl: str, backend: str | None = None, interpret: bool 
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla",
-              interpret: bool = False) -> jax.Array:
-  """q: [B, Lq, H, D], k, v: [B, Lk, H, D] -> [B, Lq, H, D] in q.dtype."""
+              interpret: bool = False, kv_length: int | None = None) -> jax.Array:
+  """q: [B, Lq, H, D], k, v: [B, Lk, H, D] -> [B, Lq, H, D] in q.dtype.
+
+  kv_length: a static int, 1 <= kv_length <= Lk: keys from kv_length on are padding and get
+  exactly zero weight, so the result equals attention(q, k[:, :kv_length], v[:, :kv_length]).
+  None: every key is real.
+  """
   check_implementation(impl, interpret=interpret)
+  check_kv_length(kv_length, k.shape[1])
   if impl == "xla":
-    return xla_attention(q, k, v)
+    return xla_attention(q, k, v, kv_length=kv_length)
   if impl == "chunked":
-    return chunked_attention(q, k, v)
+    return chunked_attention(q, k, v, kv_length=kv_length)
   if impl == "cudnn":
-    return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
-  return splash_attention(q, k, v, interpret=interpret)
+    lengths = None if kv_length is None else jnp.full((q.shape[0],), kv_length, jnp.int32)
+    return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")
+  return splash_attention(q, k, v, interpret=interpret, kv_length=kv_length)
 
 
-def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+def check_kv_length(kv_length: int | None, num_keys: int) -> None:
+  """Raises ValueError unless kv_length is None or a Python int in [1, num_keys]."""
+  if kv_length is None:
+    return
+  if not isinstance(kv_length, (int, np.integer)) or not 1 <= kv_length <= num_keys:
+    raise ValueError(f"attention kv_length={kv_length!r}; expected None or a static int from 1 to "
+                     f"the {num_keys} keys given (the number of real, unpadded keys)")
+
+
+def key_bias(num_keys: int, kv_length: int) -> jax.Array:
+  """[num_keys] float32: 0 for the first kv_length (real) keys, -inf for the padding after."""
+  return jnp.where(jnp.arange(num_keys) < kv_length, 0.0, -jnp.inf).astype(jnp.float32)
+
+
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                  kv_length: int | None = None) -> jax.Array:
   """Reference attention: float32 logits and softmax, matmuls in the input dtype."""
   scale = 1.0 / np.sqrt(q.shape[-1])
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+  if kv_length is not None:
+    logits = logits + key_bias(k.shape[1], kv_length)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   return jnp.einsum("bhqk,bkhd->bqhd", probs, v, preferred_element_type=jnp.float32).astype(q.dtype)
 
@@ -65,11 +91,12 @@ def _round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
-@functools.partial(jax.jit, static_argnames=("interpret", "block"))
+@functools.partial(jax.jit, static_argnames=("interpret", "block", "kv_length"))
 def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, interpret: bool = False,
-                     block: int = 128) -> jax.Array:
-  """Pallas splash attention. Lengths are padded to `block`; padded keys are kept out by
-  segment ids (0 = real, 1 = padding), so the result equals unpadded attention."""
+                     block: int = 128, kv_length: int | None = None) -> jax.Array:
+  """Pallas splash attention. Lengths are padded to `block`; padded keys (those from
+  kv_length on, and the block padding) are kept out by segment ids (0 = real, 1 = padding),
+  so the result equals unpadded attention."""
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
@@ -87,6 +114,6 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, interpret: boo
   kernel = sk.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
                               interpret=interpret)
   segments = sk.SegmentIds(q=(jnp.arange(pq) >= lq).astype(jnp.int32),
-                           kv=(jnp.arange(pk) >= lk).astype(jnp.int32))
+                           kv=(jnp.arange(pk) >= (lk if kv_length is None else kv_length)).astype(jnp.int32))
   out = jax.vmap(lambda a, b_, c: kernel(a, b_, c, segment_ids=segments))(qh, kh, vh)
   return jnp.moveaxis(out, 1, 2)[:, :lq].astype(q.dtype)

@@ -9,7 +9,8 @@ head, never O(L²). Runs on every backend; it is the stand-in for
 fused kernels where none compiles (CPU, memory analysis).
 
 Lengths need not divide the block: queries are zero-padded and the padded rows sliced
-off; padded keys get a -inf logit bias, so they carry exactly zero weight.
+off; padded keys get a -inf logit bias, so they carry exactly zero weight. The same bias
+keeps out the caller's own padding keys (`kv_length`).
 """
 
 from __future__ import annotations
@@ -47,11 +48,13 @@ def _key_step(carry, key_block, *, q: jax.Array):
   return (m_new, s, acc), None
 
 
-@functools.partial(jax.jit, static_argnames=("block",))
-def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, block: int = 512) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("block", "kv_length"))
+def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, block: int = 512,
+                      kv_length: int | None = None) -> jax.Array:
   """q: [B, Lq, H, D], k, v: [B, Lk, H, D] -> [B, Lq, H, D] in q.dtype; equals xla_attention.
 
   Blocks are min(block, L) long, so short sequences (cross-attention to text) are one block.
+  kv_length: only the first kv_length keys are real (None: all Lk).
   """
   if block <= 0:
     raise ValueError(f"chunked attention block={block}; expected a positive number of tokens")
@@ -61,7 +64,8 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, block: int = 
   q_blocks = _pad_to_blocks(q * np.asarray(1.0 / np.sqrt(d), q.dtype), bq)
   k_blocks, v_blocks = _pad_to_blocks(k, bk), _pad_to_blocks(v, bk)
   positions = jnp.arange(k_blocks.shape[0] * bk).reshape(-1, bk)
-  bias = jnp.where(positions < lk, 0.0, -jnp.inf).astype(jnp.float32)  # [Nk, bk]
+  real = lk if kv_length is None else kv_length
+  bias = jnp.where(positions < real, 0.0, -jnp.inf).astype(jnp.float32)  # [Nk, bk]
 
   @jax.checkpoint
   def query_block(qb):

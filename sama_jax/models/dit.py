@@ -95,22 +95,27 @@ class Attention(nnx.Module):
     self.num_heads, self.impl = config.num_heads, config.attention
     self.sequence_parallel = config.get("sequence_parallel", "none")
 
-  def __call__(self, x: jax.Array, context: jax.Array | None = None, rope=None) -> jax.Array:
-    """x: [B, L, D]; context: [B, Lc, D] (None: self-attention); rope: (cos, sin) [L, D/2/H]."""
+  def __call__(self, x: jax.Array, context: jax.Array | None = None, rope=None,
+               kv_length: int | None = None) -> jax.Array:
+    """x: [B, L, D]; context: [B, Lc, D] (None: self-attention); rope: (cos, sin) [L, D/2/H].
+    kv_length: self-attention only; tokens from kv_length on are padding, not attended to."""
     source = x if context is None else context
-    split = lambda y: layers.constrain(
+    # Text keys and values are replicated over the sequence (context) axis, not split.
+    kv_seq_axis = LENGTH if context is None else None
+    split = lambda y, length_axis: layers.constrain(
         rearrange(y, "b l (h d) -> b l h d", h=self.num_heads),
-        (BATCH, LENGTH, "activation_heads", None))
+        (BATCH, length_axis, "activation_heads", None))
     norm = lambda n, y: y if n is None else n(y).astype(y.dtype)
-    q = split(norm(self.norm_q, self.to_q(x)))
-    k = split(norm(self.norm_k, self.to_k(source)))
-    v = split(self.to_v(source))
+    q = split(norm(self.norm_q, self.to_q(x)), LENGTH)
+    k = split(norm(self.norm_k, self.to_k(source)), kv_seq_axis)
+    v = split(self.to_v(source), kv_seq_axis)
     if rope is not None:
       q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     if self.sequence_parallel == "ulysses":
-      out = ulysses.ulysses_attention(q, k, v, impl=self.impl, kv_sharded=context is None)
+      out = ulysses.ulysses_attention(q, k, v, impl=self.impl, kv_sharded=context is None,
+                                      kv_length=kv_length)
     else:
-      out = attention(q, k, v, impl=self.impl)
+      out = attention(q, k, v, impl=self.impl, kv_length=kv_length)
     return self.to_out(rearrange(out, "b l h d -> b l (h d)"))
 
 
@@ -138,12 +143,15 @@ class DiTBlock(nnx.Module):
     self.modulation = layers.param(nnx.initializers.normal(d ** -0.5), (6, d), (None, "embed"),
                                    config, rngs)
 
-  def __call__(self, x: jax.Array, ctx: jax.Array, mod: jax.Array, rope) -> jax.Array:
-    """x: [B, L, D]; ctx: [B, Lt, D]; mod: [B, 6, D] float32; rope: (cos, sin)."""
+  def __call__(self, x: jax.Array, ctx: jax.Array, mod: jax.Array, rope,
+               kv_length: int | None = None) -> jax.Array:
+    """x: [B, L, D]; ctx: [B, Lt, D]; mod: [B, 6, D] float32; rope: (cos, sin);
+    kv_length: the real tokens of x (None: all), the rest padding that no token attends to."""
     m = self.modulation[...].astype(jnp.float32)[None] + mod
     shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = (m[:, i:i + 1] for i in range(6))
     residual = lambda x, y, gate=1.0: (x.astype(jnp.float32) + y.astype(jnp.float32) * gate).astype(x.dtype)
-    x = residual(x, self.attn1(layers.modulate(x, self.norm1, shift_a, scale_a), rope=rope), gate_a)
+    x = residual(x, self.attn1(layers.modulate(x, self.norm1, shift_a, scale_a), rope=rope,
+                                     kv_length=kv_length), gate_a)
     cross_in = x if self.norm2 is None else self.norm2(x.astype(jnp.float32)).astype(x.dtype)
     x = residual(x, self.attn2(cross_in, context=ctx))
     x = residual(x, self.ffn(layers.modulate(x, self.norm3, shift_f, scale_f)), gate_f)
@@ -191,10 +199,22 @@ class WanDiT(nnx.Module):
     x = patchify(latents.astype(jnp.dtype(self.config.dtype)), tuple(self.config.patch_size))
     return layers.constrain(self.patch_embedding(x), (BATCH, LENGTH, EMBED))
 
-  def run_blocks(self, x: jax.Array, ctx: jax.Array, mod: jax.Array, rope) -> jax.Array:
-    """Applies every block to x: [B, L, D] (scanned or looped, with the remat policy)."""
-    return layers.run_stacked(self.blocks, x, lambda block, x: block(x, ctx, mod, rope),
+  def run_blocks(self, x: jax.Array, ctx: jax.Array, mod: jax.Array, rope,
+                 kv_length: int | None = None) -> jax.Array:
+    """Applies every block to x: [B, L, D] (scanned or looped, with the remat policy).
+    kv_length: x's real tokens when the rest is padding (`pad_for_context`), else None."""
+    return layers.run_stacked(self.blocks, x, lambda block, x: block(x, ctx, mod, rope, kv_length),
                               remat=self.config.remat, scan=self.config.scan_layers)
+
+  def pad_for_context(self, x: jax.Array, rope):
+    """Pads the sequence to divide over the context mesh axis under Ulysses (else unchanged).
+
+    x: [B, L, D]; rope: (cos, sin) [L, D/2/H] -> x, rope with L rounded up and the
+    kv_length for run_blocks: L when padded, None when not (so nothing changes then).
+    """
+    multiple = ulysses.padded_multiple(self.config.get("sequence_parallel", "none"))
+    padded_x, padded_rope = pad_tokens(x, rope, multiple)
+    return padded_x, padded_rope, (x.shape[1] if padded_x.shape[1] != x.shape[1] else None)
 
   def rope(self, grid, offset=(0, 0, 0)):
     c = self.config
@@ -206,8 +226,24 @@ class WanDiT(nnx.Module):
     patch = tuple(self.config.patch_size)
     grid = token_grid(latents.shape, patch)
     temb, mod, ctx = self.condition_embedder(timestep, text)
-    x = self.run_blocks(self.embed_tokens(latents), ctx, mod, self.rope(grid))
-    return unpatchify(self.head(x, temb), grid, patch)
+    tokens = self.embed_tokens(latents)
+    x, rope, kv_length = self.pad_for_context(tokens, self.rope(grid))
+    x = self.run_blocks(layers.constrain(x, (BATCH, LENGTH, EMBED)), ctx, mod, rope, kv_length)
+    return unpatchify(self.head(x[:, :tokens.shape[1]], temb), grid, patch)
+
+
+def pad_tokens(x: jax.Array, rope, multiple: int):
+  """Appends zero tokens with identity rotations (cos 1, sin 0) up to a multiple of `multiple`.
+
+  x: [B, L, D]; rope: (cos, sin) [L, d] -> x [B, L', D], rope [L', d], L' = L rounded up.
+  Returns the inputs themselves when L already divides.
+  """
+  pad = -x.shape[1] % multiple
+  if not pad:
+    return x, rope
+  cos, sin = rope
+  return (jnp.pad(x, ((0, 0), (0, pad), (0, 0))),
+          (jnp.pad(cos, ((0, pad), (0, 0)), constant_values=1.0), jnp.pad(sin, ((0, pad), (0, 0)))))
 
 
 def param_count(module: nnx.Module) -> int:

@@ -5,7 +5,9 @@ embedding (ids 0 / 1 / 2). Source tokens share the target's RoPE positions ("sam
 sit after the target grid ("shifted"); semantic tokens get the complex-zero rotation of
 the released code ("zero") or none ("identity"). Every token sees the same noisy
 timestep. The semantic head reads the semantic slots after the last block; the output
-head reads only the target slots. In channel mode the source is concatenated to the
+head reads only the target slots. Under Ulysses sequence parallelism the sequence is
+padded at its end to divide over the context mesh axis (`WanDiT.pad_for_context`); no
+token attends to the padding and its outputs are dropped. In channel mode the source is concatenated to the
 noisy latents along channels instead, and there are no source tokens.
 
 With no source, no semantic tokens and a zero type embedding (its initial value) the
@@ -84,12 +86,14 @@ class SamaDiT(nnx.Module):
     check_inputs(self.config, latents, timestep, text, source, semantic)
     temb, mod, ctx = self.dit.condition_embedder(timestep, text)
     x, rope, (num_source, num_semantic, num_target) = self.assemble(latents, source, semantic, frame_offset)
-    x = self.dit.run_blocks(x, ctx, mod, rope)
+    length = num_source + num_semantic + num_target
+    x = self.dit.run_blocks(x, ctx, mod, rope, kv_length=length if x.shape[1] != length else None)
     semantic_pred = None
     if semantic is not None:
       semantic_pred = self.semantic_head(x[:, num_source:num_source + num_semantic])
     grid = token_grid(latents.shape, tuple(self.config.patch_size))
-    velocity = unpatchify(self.dit.head(x[:, -num_target:], temb), grid, tuple(self.config.patch_size))
+    velocity = unpatchify(self.dit.head(x[:, length - num_target:length], temb), grid,
+                          tuple(self.config.patch_size))
     return velocity, semantic_pred
 
   def assemble(self, latents, source=None, semantic=None, frame_offset: int | jax.Array = 0):
@@ -97,7 +101,9 @@ class SamaDiT(nnx.Module):
     temporal RoPE positions of source and target moved on by `frame_offset`.
 
     Returns x [B, L, D], rope (cos, sin) [L, head_dim/2] and the group lengths
-    (num_source, num_semantic, num_target); absent groups have length 0.
+    (num_source, num_semantic, num_target); absent groups have length 0. L is their sum,
+    except under Ulysses on a context mesh, where zero tokens are appended to divide
+    (`WanDiT.pad_for_context`); run_blocks must then get kv_length = the sum.
     """
     c, dit = self.config, self.dit
     patch, head_dim = tuple(c.patch_size), c.dim // c.num_heads
@@ -118,8 +124,10 @@ class SamaDiT(nnx.Module):
                      constant_rope(semantic.shape[1], head_dim, rotation)))
     groups.append((dit.embed_tokens(latents) + table[TARGET], self.grid_rope(grid, (0, 0, 0), frame_offset)))
 
-    x = layers.constrain(jnp.concatenate([g[0] for g in groups], axis=1), (BATCH, LENGTH, EMBED))
+    x = jnp.concatenate([g[0] for g in groups], axis=1)
     rope = tuple(jnp.concatenate([g[1][i] for g in groups], axis=0) for i in range(2))
+    x, rope, _ = dit.pad_for_context(x, rope)
+    x = layers.constrain(x, (BATCH, LENGTH, EMBED))
     num_source = groups[0][0].shape[1] if source is not None else 0
     num_semantic = semantic.shape[1] if semantic is not None else 0
     return x, rope, (num_source, num_semantic, groups[-1][0].shape[1])

@@ -15,10 +15,12 @@ Cross-attention keys and values (text) are not sequence-sharded: they are replic
 `context`, so each device slices its own heads locally and only q goes through the
 all-to-alls.
 
-The sequence length must divide by c. SAMA's sequence is [source ; semantic ; target]
-tokens, so a config used with c > 1 must pick latent sizes and semantic token counts
-whose total divides; padding is not offered because padded keys would change the
-softmax unless masked.
+The sequence length must divide by c. SAMA's sequence, [source ; semantic ; target]
+tokens, rarely does (2·21·30·52 + 65 = 65,585 = 5·13·1009), so the model pads it: with
+`model.sequence_parallel = "ulysses"` it appends zero tokens (identity RoPE) up to a
+multiple of `padded_multiple()` when assembling the sequence, passes `kv_length` = the
+real length so self-attention gives the pad keys zero weight, and drops the pad outputs.
+Called directly, `ulysses_attention` still needs a divisible length.
 """
 
 from __future__ import annotations
@@ -41,20 +43,30 @@ def context_degree(mesh, axis: str = "context") -> int:
   return mesh.shape[axis]
 
 
+def padded_multiple(sequence_parallel: str, mesh=None, axis: str = "context") -> int:
+  """What the model's token sequence must be padded to a multiple of: the `axis` degree of
+  `mesh` (default: the current mesh, read at trace time) under Ulysses, else 1."""
+  if sequence_parallel != "ulysses":
+    return 1
+  return context_degree(jax.sharding.get_abstract_mesh() if mesh is None else mesh, axis)
+
+
 def ulysses_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla",
                       mesh=None, axis: str = "context", kv_sharded: bool = True,
-                      interpret: bool = False) -> jax.Array:
+                      interpret: bool = False, kv_length: int | None = None) -> jax.Array:
   """Attention with the sequence of q (and of k, v when kv_sharded) split over `axis`.
 
-  q: [B, Lq, H, D]; k, v: [B, Lk, H, D] -> [B, Lq, H, D], equal to `attention(q, k, v)`.
-  mesh: default the current mesh (`jax.set_mesh`); with none, or a context degree of 1,
-  this is plain `attention`. kv_sharded: False for cross-attention, whose k, v are
-  replicated over `axis`. Batch is split over data/fsdp when it divides, heads over tensor.
+  q: [B, Lq, H, D]; k, v: [B, Lk, H, D] -> [B, Lq, H, D], equal to
+  `attention(q, k, v, kv_length=kv_length)`. mesh: default the current mesh
+  (`jax.set_mesh`); with none, or a context degree of 1, this is plain `attention`.
+  kv_sharded: False for cross-attention, whose k, v are replicated over `axis`. Batch is
+  split over data/fsdp when it divides, heads over tensor. kv_length: only the first
+  kv_length keys (of the whole, gathered sequence) are real; see `attention`.
   """
   mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
   c = context_degree(mesh, axis)
   if c == 1:
-    return attention(q, k, v, impl=impl, interpret=interpret)
+    return attention(q, k, v, impl=impl, interpret=interpret, kv_length=kv_length)
 
   b, lq, h, _ = q.shape
   lk = k.shape[1]
@@ -83,7 +95,7 @@ def ulysses_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "
     else:
       start = jax.lax.axis_index(axis) * local_heads
       k, v = (jax.lax.dynamic_slice_in_dim(x, start, local_heads, axis=2) for x in (k, v))
-    out = attention(q, k, v, impl=impl, interpret=interpret)  # [b, Lq, H/(c·t), D]
+    out = attention(q, k, v, impl=impl, interpret=interpret, kv_length=kv_length)  # [b, Lq, H/(c·t), D]
     return jax.lax.all_to_all(out, axis, split_axis=1, concat_axis=2, tiled=True)
 
   seq = P(batch_spec, axis, head_axis, None)
