@@ -7,6 +7,9 @@
     python -m sama_jax.edit --checkpoint runs/stage2 --video in.mp4 \
         --instruction "make the red circle blue" --out out.mp4 [--preview strip.png]
     python -m sama_jax.edit --checkpoint runs/stage2 --batch edits.jsonl --out-dir edited/
+    python -m sama_jax.edit ... --mesh fsdp=2,context=4 --weights bfloat16   # 8 devices
+
+    bundle = load_bundle(path, config, mesh=mesh_config(data=1, fsdp=2, context=4), weights="int8")
 
 Procedure: fit the source into the closest resolution bucket (centre crop, bicubic
 resize), pad to 1 + 4k frames by repeating the last, encode it (clean, in context),
@@ -14,10 +17,18 @@ encode "[prefix] instruction" and the negative prompt, denoise target latents an
 semantic tokens jointly from seeded noise with the Euler sampler (shifted levels,
 text-only guidance, both branches in one batch, the whole loop one jitted function),
 decode, drop the padded frames, and write an MP4 at the source fps.
+
+On a mesh (`mesh=`), the DiT's parameters are sharded by the mesh rules (embed over fsdp,
+heads and mlp over tensor), the two guidance branches over (data, fsdp) and the token
+sequence over context with Ulysses attention (`model.sequence_parallel` is set to
+"ulysses" when the context degree is > 1); the encoders and the codec run on the first
+device (a Wan VAE decodes in spatial tiles, `vae.tile_size`). `weights` stores the DiT in
+bfloat16 or int8 (weight-only, `models/quant.py`); compute is as configured.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -25,7 +36,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import linen as nn
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sama_jax.config import model_config
 from sama_jax.data.frames import center_crop_resize, check_frames, closest_bucket, resolution_buckets, to_4k_plus_1
@@ -33,7 +46,9 @@ from sama_jax.diffusion.sampler import euler_sample
 from sama_jax.diffusion.windows import latent_window, overlap_frames, window_starts, windowed_velocity
 from sama_jax.encoders import Encoders, build_encoders, encoders_config, frames_to_unit
 from sama_jax.models import SamaDiT
+from sama_jax.models.quant import check_format, dequantize, quantize
 from sama_jax.models.text import clean_text, tokenize
+from sama_jax.parallel.mesh import make_mesh, mesh_config
 
 MIN_FRAMES = 5
 
@@ -74,36 +89,94 @@ class EditBundle:
   # it need not recompile).
   samplers: dict = dataclasses.field(default_factory=dict, repr=False)
   progress: list = dataclasses.field(default_factory=lambda: [None], repr=False)
+  mesh: jax.sharding.Mesh | None = None  # the DiT's parameters are sharded over it (None: one device)
+  rules: tuple = ()  # logical axis rules for the mesh
+  weights: str = "float32"  # how the DiT's parameters are stored: float32 | bfloat16 | int8
+
+  def placement(self):
+    """The context the sampler runs in: the mesh and its rules, or nothing."""
+    if self.mesh is None:
+      return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(self.mesh))
+    stack.enter_context(nn.logical_axis_rules(self.rules))
+    return stack
 
 
 def load_bundle(checkpoint: str, config: ml_collections.ConfigDict | None = None, *,
-                use_ema: bool = True) -> EditBundle:
+                use_ema: bool = True, mesh: ml_collections.ConfigDict | None = None,
+                weights: str = "float32") -> EditBundle:
   """A model and its encoders from a trainer workdir (its saved config, EMA parameters by
   default) or from a PyTorch DiT checkpoint (diffusers folder or .safetensors file; the
-  encoders then come from `config.encoders`, default: the world's)."""
-  from sama_jax.convert import load_torch_dit
-  from sama_jax.train import checkpoint as ckpt
+  encoders then come from `config.encoders`, default: the world's).
 
+  mesh: a `parallel.mesh.mesh_config` to shard the DiT over (its parameters are read
+  straight into their shards; a dimension the mesh does not divide is replicated);
+  None: one device. weights: "float32" (as stored), "bfloat16" or "int8" (weight-only)."""
+  from sama_jax.convert import load_torch_dit
+  from sama_jax.convert.dit import infer_config
+  from sama_jax.convert.sharded import conversion_shardings, sharded_dit_params
+  from sama_jax.train import checkpoint as ckpt
+  from sama_jax.train.state import abstract_model
+
+  check_format(weights)
   if not os.path.exists(checkpoint):
     raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist")
+  device_mesh = None if mesh is None else make_mesh(mesh)
+  rules = () if mesh is None else tuple(mesh.rules)
   run_dir = os.path.join(checkpoint, "checkpoints")
   if os.path.isdir(run_dir):
     saved = ml_collections.ConfigDict(ckpt.read_config(run_dir))
     config = config or saved
-    mc = model_config(**saved.model.to_dict())
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: SamaDiT(mc, nnx.Rngs(0))), nnx.Param)
+    mc = for_mesh(model_config(**saved.model.to_dict()), device_mesh)
+    graphdef, abstract = abstract_model(mc)
     like = nnx.to_pure_dict(abstract)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    params = ckpt.restore_params(run_dir, like, jax.tree.map(lambda _: device, like), use_ema=use_ema)
-    model = nnx.merge(graphdef, params)
+    if device_mesh is None:
+      device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      shardings = jax.tree.map(lambda _: device, like)
+    else:
+      shardings = conversion_shardings(mc, device_mesh, rules)
+    params = ckpt.restore_params(run_dir, like, shardings, use_ema=use_ema)
   else:
     config = config or ml_collections.ConfigDict()
-    model, mc = load_torch_dit(checkpoint, config.model if "model" in config else None)
+    given = config.model if "model" in config else None
+    if device_mesh is None:
+      model, mc = load_torch_dit(checkpoint, given)
+      graphdef, params = nnx.graphdef(model), nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    else:
+      mc = for_mesh(model_config(**(given or infer_config(checkpoint)).to_dict()), device_mesh)
+      graphdef, abstract = abstract_model(mc)
+      params = sharded_dit_params(checkpoint, mc, device_mesh, rules=rules)
+  params = jax.jit(lambda p: quantize(p, weights))(params)
+  _, state = abstract_model(mc)
+  nnx.replace_by_pure_dict(state, params)
+  model = nnx.merge(graphdef, state)
   full = ml_collections.ConfigDict()
   full.model = mc
   full.encoders = encoders_config(**config.encoders.to_dict()) if "encoders" in config else encoders_config()
   full.edit = edit_config(**config.edit.to_dict()) if "edit" in config else edit_config()
-  return EditBundle(model, build_encoders(full.encoders), full)
+  return EditBundle(model, build_encoders(full.encoders), full, mesh=device_mesh, rules=rules, weights=weights)
+
+
+def for_mesh(mc: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None) -> ml_collections.ConfigDict:
+  """The model config to run on `mesh`: Ulysses attention when the sequence is split
+  (context degree > 1), unless the config already chose."""
+  if mesh is not None and mesh.shape["context"] > 1 and mc.get("sequence_parallel", "none") == "none":
+    mc = model_config(**{**mc.to_dict(), "sequence_parallel": "ulysses"})
+  return mc
+
+
+def parse_mesh(text: str) -> ml_collections.ConfigDict:
+  """`--mesh` "fsdp=2,context=4" -> a mesh_config; unnamed axes are 1 (data too: the
+  guidance branches are the only batch), one axis may be -1 (the devices left over)."""
+  degrees = {"data": 1}
+  for part in filter(None, (p.strip() for p in text.split(","))):
+    name, _, value = part.partition("=")
+    if name not in ("data", "fsdp", "context", "tensor") or not value.lstrip("-").isdigit():
+      raise ValueError(f"--mesh {text!r}: expected comma-separated AXIS=N with AXIS in data, fsdp, "
+                       f"context, tensor (e.g. fsdp=2,context=4)")
+    degrees[name] = int(value)
+  return mesh_config(**degrees)
 
 
 def prepare_source(frames: np.ndarray, c) -> tuple[np.ndarray, int]:
@@ -176,11 +249,16 @@ def edit_latents(bundle: EditBundle, source_latents: jax.Array, text: jax.Array,
   if key not in bundle.samplers:
     bundle.samplers[key] = _make_sampler(bundle, *key)
   bundle.progress[0] = progress
+  inputs = (jnp.asarray(text, jnp.float32), jnp.asarray(source_latents), noise, semantic_noise)
   try:
-    return bundle.samplers[key](nnx.state(bundle.model), jnp.asarray(text, jnp.float32), source_latents, noise,
-                                semantic_noise)
+    with bundle.placement():
+      if bundle.mesh is not None:
+        inputs = jax.device_put(inputs, NamedSharding(bundle.mesh, P()))
+      # Wait here: the progress callbacks run while the loop does, and read `progress`.
+      out = jax.block_until_ready(bundle.samplers[key](nnx.state(bundle.model), *inputs))
   finally:
     bundle.progress[0] = None
+  return out if bundle.mesh is None else jnp.asarray(jax.device_get(out))
 
 
 def check_window_options(c) -> None:
@@ -222,7 +300,8 @@ def _make_sampler(bundle: EditBundle, steps: int, shift: float, guidance: float,
 
   @jax.jit
   def run(state, text, source, noise, semantic_noise):
-    model = nnx.merge(graphdef, state)
+    # int8 blocks stay int8 here; run_stacked dequantizes one layer at a time.
+    model = nnx.merge(graphdef, dequantize(state, skip="blocks"))
 
     def velocity(x, t, ctx, s):
       n = x.shape[0] // source.shape[0]
@@ -303,6 +382,10 @@ def main(argv=None) -> int:
                  help="edit longer videos in overlapping windows of this many frames (1 + 4k), jointly")
   p.add_argument("--prompt-prefix")
   p.add_argument("--no-ema", action="store_true", help="use the raw rather than the EMA parameters")
+  p.add_argument("--mesh", help="shard the DiT over devices, e.g. fsdp=2,context=4 (axes data, fsdp, "
+                 "context, tensor; unnamed ones are 1, one may be -1 for the rest)")
+  p.add_argument("--weights", default="float32", help="store the DiT's weights as float32 (default), "
+                 "bfloat16 or int8 (weight-only)")
   a = p.parse_args(argv)
   options = {k: v for k, v in dict(steps=a.steps, guidance=a.guidance, shift=a.shift, seed=a.seed,
                                    negative_prompt=a.negative_prompt, prompt_prefix=a.prompt_prefix,
@@ -315,7 +398,8 @@ def main(argv=None) -> int:
       raise ValueError("give --video, --instruction and --out, or --batch MANIFEST.jsonl")
     from sama_jax.config import load_config
     config = load_config(a.config) if a.config else None
-    bundle = load_bundle(a.checkpoint, config, use_ema=not a.no_ema)
+    mesh = parse_mesh(a.mesh) if a.mesh else None
+    bundle = load_bundle(a.checkpoint, config, use_ema=not a.no_ema, mesh=mesh, weights=a.weights)
     if not a.batch:
       _edit_file(bundle, a.video, a.instruction, a.out, a.preview, options)
       print(f"wrote {a.out}")

@@ -33,9 +33,9 @@ def conversion_mesh() -> jax.sharding.Mesh:
   return make_mesh(mesh_config(data=1, fsdp=-1))
 
 
-def conversion_shardings(mc, mesh) -> dict:
-  """The model's parameter shardings over `mesh` (pure dict), with any dimension the
-  mesh does not divide evenly replicated instead: a conversion takes any device count."""
+def conversion_shardings(mc, mesh, rules=DEFAULT_RULES) -> dict:
+  """The model's parameter shardings over `mesh` by `rules` (pure dict), with any dimension
+  the mesh does not divide evenly replicated instead: a conversion takes any device count."""
   like = flatten(nnx.to_pure_dict(abstract_model(mc)[1]))
 
   def ways(axes) -> int:
@@ -46,12 +46,12 @@ def conversion_shardings(mc, mesh) -> dict:
     spec = [None if axes is not None and shape[d] % ways(axes) else axes for d, axes in enumerate(sharding.spec)]
     return NamedSharding(mesh, P(*spec))
 
-  return unflatten({p: fitted(p, s) for p, s in flatten(param_shardings(mc, mesh, DEFAULT_RULES)).items()})
+  return unflatten({p: fitted(p, s) for p, s in flatten(param_shardings(mc, mesh, rules)).items()})
 
 
-def sharded_dit_params(path: str, mc, mesh, progress=None) -> dict:
+def sharded_dit_params(path: str, mc, mesh, progress=None, rules=DEFAULT_RULES) -> dict:
   """Pure dict of global arrays, the parameters `load_torch_dit` reads, sharded over `mesh`."""
-  shardings = flatten(conversion_shardings(mc, mesh))
+  shardings = flatten(conversion_shardings(mc, mesh, rules))
   flat = {}
   for ours, full in torch_dit_params(path, mc, progress=progress):
     # A copy per shard: a view would keep the whole staged parameter alive.

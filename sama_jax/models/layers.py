@@ -14,6 +14,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax import nnx
 
+from sama_jax.models import quant
+
 Names = Sequence[str | None]
 
 
@@ -95,11 +97,12 @@ def run_stacked(stacked: nnx.Module, x: jax.Array, call: Callable, *, remat: str
                 scan: bool = True) -> jax.Array:
   """Applies the layers of `stacked` (created with nnx.vmap: a leading `layers` axis on
   every parameter) to x in order, `x = call(layer, x)`, with `jax.lax.scan` or a Python
-  loop, each layer under the remat policy."""
+  loop, each layer under the remat policy. Int8 kernels (`quant.Int8Weight`) are
+  dequantized one layer at a time, inside the loop."""
   graphdef, state = nnx.split(stacked)
 
   def body(x, layer_state):
-    return call(nnx.merge(graphdef, layer_state), x), None
+    return call(nnx.merge(graphdef, quant.dequantize(layer_state)), x), None
 
   remat_policy(remat)  # validates the name
   if remat != "none":
