@@ -32,6 +32,9 @@ def config(**extra):
   c.train.total_steps = 3
   c.run.progress_bar, c.run.log_every, c.run.async_checkpoints = False, 1, False
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 2, 2, -1
+  # A narrow DiT: these tests compare data paths, not what the world's width can learn.
+  c.model.dim, c.model.ffn_dim, c.model.num_heads, c.model.num_layers = 64, 128, 2, 2
+  c.model.freq_dim, c.model.semantic_hidden_dim = 32, 32
   for key, value in extra.items():
     node = c
     *parents, leaf = key.split(".")

@@ -1,10 +1,14 @@
 """The jitted train step under device meshes, the optimizer options and checkpoints."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
 from flax import linen as nn
 
+from conftest import REPO
+from sama_jax.config import load_config
 from sama_jax.parallel.mesh import make_mesh, mesh_config
 from sama_jax.parallel.sharding import batch_sharding, global_batch
 from sama_jax.train import checkpoint as ckpt
@@ -39,10 +43,18 @@ def run(model_config, tc, degrees, steps=3, batch=None, state_hook=None):
   return state, history, shardings
 
 
+@pytest.fixture(scope="module")
+def single_device_losses():
+  """The one-device reference for the mesh cases, computed once (configs/tiny.py, as the
+  tiny_config fixture)."""
+  config = load_config(os.path.join(REPO, "configs", "tiny.py")).model
+  return run(config, train_config(learning_rate=1e-3), (1, 1, 1, 1))[1]
+
+
 @pytest.mark.parametrize("degrees", [(8, 1, 1, 1), (2, 4, 1, 1), (2, 2, 1, 2), (1, 2, 2, 2)])
-def test_meshes_give_the_single_device_losses(tiny_config, degrees):
+def test_meshes_give_the_single_device_losses(tiny_config, single_device_losses, degrees):
   tc = train_config(learning_rate=1e-3)
-  _, single, _ = run(tiny_config, tc, (1, 1, 1, 1))
+  single = single_device_losses
   state, sharded, shardings = run(tiny_config, tc, degrees)
   for a, b in zip(single, sharded):
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
