@@ -106,6 +106,7 @@ def test_source_dropout_drops_the_whole_batch_source_at_its_rate():
   assert drop_source({"target": raw["target"]}, np.random.default_rng(0), 1.0) == {"target": raw["target"]}
 
 
+@pytest.mark.slow  # a 4-step training run (~55 s); drop_source itself is tested above
 def test_training_with_source_dropout_runs_both_branches(tmp_path, monkeypatch):
   import sama_jax.train.loop as loop
   seen = []

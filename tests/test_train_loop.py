@@ -70,6 +70,7 @@ def read_metrics(workdir):
   return out
 
 
+@pytest.mark.slow  # two in-process stages (~100 s); handoff is also covered by test_lora and test_convert_cli
 def test_stage1_then_stage2_learns_and_hands_over_parameters(tmp_path):
   s1 = str(tmp_path / "s1")
   train(small(STAGE1, 60, **{"train.learning_rate": 1e-3, "train.warmup_steps": 5}), s1)
@@ -133,6 +134,7 @@ def wait_for_step(workdir, step, process, timeout=300):
   raise AssertionError("run too slow")
 
 
+@pytest.mark.slow  # three CLI runs (~100 s); test_sigterm_saves_and_exits stays in the default run
 def test_sigkill_and_resume_reproduce_the_uninterrupted_run(tmp_path):
   flags = cli_flags(24, **{"run.checkpoint_every": 4})
   whole = str(tmp_path / "whole")
@@ -167,6 +169,7 @@ def free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # three processes (~130 s); test_convert_multiprocess keeps a 2-process gloo run in the default run
 def test_two_processes_match_one_process(tmp_path):
   """2 processes x 2 CPU devices (gloo collectives) vs 1 process x 4 devices: same losses,
   one consistent checkpoint."""

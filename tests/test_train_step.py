@@ -51,7 +51,11 @@ def single_device_losses():
   return run(config, train_config(learning_rate=1e-3), (1, 1, 1, 1))[1]
 
 
-@pytest.mark.parametrize("degrees", [(8, 1, 1, 1), (2, 4, 1, 1), (2, 2, 1, 2), (1, 2, 2, 2)])
+# (2, 2, 1, 2) and (1, 2, 2, 2) use every axis between them; the pure data / data x fsdp
+# meshes run with -m slow.
+@pytest.mark.parametrize("degrees", [pytest.param((8, 1, 1, 1), marks=pytest.mark.slow),
+                                     pytest.param((2, 4, 1, 1), marks=pytest.mark.slow),
+                                     (2, 2, 1, 2), (1, 2, 2, 2)])
 def test_meshes_give_the_single_device_losses(tiny_config, single_device_losses, degrees):
   tc = train_config(learning_rate=1e-3)
   single = single_device_losses
