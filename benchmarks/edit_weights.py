@@ -17,9 +17,8 @@ import numpy as np
 from flax import nnx
 
 from sama_jax.edit import edit, load_bundle
-from sama_jax.eval.world import evaluate
+from sama_jax.eval.world import evaluate, trained_world_shape
 from sama_jax.models.quant import WEIGHT_FORMATS, weight_bytes
-from sama_jax.train import checkpoint as ckpt
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -33,11 +32,7 @@ def main():
   p.add_argument("--clips", type=int, default=48)
   p.add_argument("--seed", type=int, default=1000, help="held-out world seed (the demo's)")
   a = p.parse_args()
-  if not os.path.isdir(a.checkpoint):
-    raise SystemExit(f"{a.checkpoint} does not exist; train one first (python -m sama_jax.demo)")
-
-  data = ckpt.read_config(os.path.join(a.checkpoint, "checkpoints"))["data"]
-  shape = dict(frames=data["num_frames"], height=data["resolution"][1], width=data["resolution"][0])
+  shape = trained_world_shape(a.checkpoint)
   outputs, rows = {}, []
   for weights in WEIGHT_FORMATS:
     bundle = load_bundle(a.checkpoint, weights=weights)

@@ -51,6 +51,18 @@ def evaluate(editor: Editor, *, num_clips: int, seed: int, frames: int, height: 
   return rows, summarise(rows), kept
 
 
+def trained_world_shape(workdir: str) -> dict:
+  """frames / height / width of the world clips a trainer workdir was trained on (its saved
+  data config), as `evaluate` takes them. Exits with a message if there is no such run."""
+  import os
+
+  from sama_jax.train import checkpoint as ckpt
+  if not os.path.isdir(workdir):
+    raise SystemExit(f"{workdir} does not exist; train one first (python -m sama_jax.demo)")
+  data = ckpt.read_config(os.path.join(workdir, "checkpoints"))["data"]
+  return dict(frames=data["num_frames"], height=data["resolution"][1], width=data["resolution"][0])
+
+
 def markdown_table(tables: dict[str, dict]) -> str:
   """Rows: methods; columns: success per edit kind, then PSNR / motion error / flicker
   over all clips."""
