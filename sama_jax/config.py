@@ -17,6 +17,7 @@ SOURCE_ROPE = ("same", "shifted")
 SEMANTIC_ROPE = ("zero", "identity")
 DTYPES = ("float32", "bfloat16", "float16")
 SEQUENCE_PARALLEL = ("none", "ulysses")
+PREDICTIONS = ("velocity", "x0")
 
 
 def model_config(**overrides) -> ml_collections.ConfigDict:
@@ -45,6 +46,10 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   c.semantic_dim = 1152  # SigLIP so400m width
   c.semantic_hidden_dim = 1024  # siglip_feat_mlp hidden width
   c.num_semantic_tokens = 65  # 64 pooled local + 1 global per anchor frame
+  # What the output head predicts: "velocity" (ε − x0, Wan and SAMA) or "x0" (the clean
+  # latents, turned into a velocity by `SamaDiT.velocity`; for tokens with more features
+  # than a narrow model can carry as noise, e.g. the world's patch codec; docs/architecture.md).
+  c.prediction = "velocity"
   # Numerics.
   c.dtype = "float32"  # compute dtype of matmuls; norms, modulation and softmax stay float32
   c.param_dtype = "float32"
@@ -72,6 +77,7 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
   choice("dtype", DTYPES)
   choice("param_dtype", DTYPES)
   choice("sequence_parallel", SEQUENCE_PARALLEL)
+  choice("prediction", PREDICTIONS)
   if c.dim % c.num_heads:
     raise ValueError(f"model.dim={c.dim} is not divisible by model.num_heads={c.num_heads}")
   head_dim = c.dim // c.num_heads

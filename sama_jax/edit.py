@@ -305,15 +305,15 @@ def _make_sampler(bundle: EditBundle, steps: int, shift: float, guidance: float,
 
     def velocity(x, t, ctx, s):
       n = x.shape[0] // source.shape[0]
-      return model(x, t, ctx, source=jnp.concatenate([source] * n), semantic=s)
+      return model.velocity(x, t, ctx, source=jnp.concatenate([source] * n), semantic=s)
 
     if layout is not None:
       velocity = windowed_velocity(
-          lambda x, t, ctx, s, source_w, offset: model(x, t, ctx, source=source_w, semantic=s,
-                                                      frame_offset=offset), source, *layout)
+          lambda x, t, ctx, s, source_w, offset: model.velocity(x, t, ctx, source=source_w, semantic=s,
+                                                               frame_offset=offset), source, *layout)
 
     def no_source(x, t, ctx, s):
-      return model(x, t, ctx, source=None, semantic=s)
+      return model.velocity(x, t, ctx, source=None, semantic=s)
 
     return euler_sample(velocity, noise, text[:1], text[1:], semantic_noise, steps=steps, shift=shift,
                         guidance=guidance, progress=report, source_guidance=guidance_source,

@@ -84,6 +84,14 @@ def test_bfloat16_export_loads_into_float32(tiny_config, tmp_path):
   np.testing.assert_allclose(b, a, rtol=2 ** -8)
 
 
+def test_x0_predicting_model_is_not_exported(tiny_config, tmp_path):
+  config = tiny_config.copy_and_resolve_references()
+  config.prediction = "x0"
+  with pytest.raises(ValueError, match="velocity"):
+    save_torch_dit(SamaDiT(config, nnx.Rngs(0)), config, str(tmp_path / "out"))
+  assert not os.path.exists(tmp_path / "out")
+
+
 def test_plain_wan_gets_fresh_sama_modules_with_zero_type_embedding(wan_folder):
   _, folder = wan_folder
   model, config = load_torch_dit(folder)

@@ -200,3 +200,33 @@ def test_bf16_timestep_rounding_matches_the_released_pipeline(tiny_config):
     a, _ = model(x["latents"], t_near, x["text"])
     b, _ = model(x["latents"], t_round, x["text"])
     assert bool(jnp.array_equal(a, b)) == same
+
+
+def test_velocity_is_the_head_output_for_velocity_prediction(tiny_config):
+  model = make_model(tiny_config)
+  x = batch(tiny_config)
+  kw = dict(source=x["source"], semantic=x["semantic"])
+  v, vs = model.velocity(x["latents"], x["timestep"], x["text"], **kw)
+  out, sem = model(x["latents"], x["timestep"], x["text"], **kw)
+  np.testing.assert_array_equal(np.asarray(v), np.asarray(out))
+  np.testing.assert_array_equal(np.asarray(vs), np.asarray(sem))
+
+
+def test_x0_prediction_turns_the_head_output_into_a_velocity(tiny_config):
+  """prediction="x0": v = (x_σ − x̂0) / σ for latents and semantic tokens alike, σ = t / 1000;
+  the same weights give the raw head output from `__call__`."""
+  config = tiny_config.copy_and_resolve_references()
+  config.prediction = "x0"
+  model = make_model(config)
+  x = batch(config)
+  x["timestep"] = jnp.asarray([700.0, 10.0])
+  kw = dict(source=x["source"], semantic=x["semantic"])
+  v, vs = model.velocity(x["latents"], x["timestep"], x["text"], **kw)
+  out, sem = model(x["latents"], x["timestep"], x["text"], **kw)
+  sigma = np.asarray(x["timestep"]) / 1000.0
+  np.testing.assert_allclose(np.asarray(v), (np.asarray(x["latents"]) - np.asarray(out)) / sigma[:, None, None, None, None],
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(vs), (np.asarray(x["semantic"]) - np.asarray(sem)) / sigma[:, None, None],
+                             rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="prediction"):
+    model_config(prediction="eps")

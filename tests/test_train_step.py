@@ -148,3 +148,41 @@ def test_bad_mesh_degrees_are_named():
     make_mesh(mesh_config(data=-1, fsdp=-1))
   with pytest.raises(ValueError, match="not divisible by 3"):
     make_mesh(mesh_config(data=-1, fsdp=3))
+
+
+class _X0Oracle:
+  """Stands in for an x0-predicting SamaDiT: returns the clean latents / tokens plus `delta`."""
+
+  def __init__(self, x0, s0, delta):
+    import ml_collections
+    self.config = ml_collections.ConfigDict({"prediction": "x0"})
+    self.x0, self.s0, self.delta = x0, s0, delta
+
+  def __call__(self, x_t, t, text, *, source=None, semantic=None):
+    return self.x0 + self.delta, self.s0 + self.delta
+
+
+@pytest.mark.parametrize("semantic_target", ["velocity", "x0_l1"])
+def test_x0_prediction_loss_is_the_x0_error_over_the_held_sigma(semantic_target):
+  """For prediction="x0" the flow loss is mean((x̂0 − x0)² / max(σ, 0.05)²): zero for a
+  perfect prediction, δ²·mean(1/held²) for one off by δ; the semantic L1 likewise."""
+  import jax.numpy as jnp
+
+  from sama_jax.diffusion.flow import X0_SIGMA_MIN
+  from sama_jax.diffusion.schedule import sample_training_sigmas
+  from sama_jax.train.step import compute_loss
+  rng = np.random.default_rng(0)
+  x0 = jnp.asarray(rng.standard_normal((6, 2, 4, 4, 3)), jnp.float32)
+  s0 = jnp.asarray(rng.standard_normal((6, 5, 7)), jnp.float32)
+  batch = {"latents": x0, "semantic": s0, "text": jnp.zeros((6, 3, 8))}
+  c = train_config(per_sample_timesteps=True, loss_weighting=False, timestep_shift=3.0,
+                   semantic_target=semantic_target)
+  key = jax.random.key(3)
+  sigma, _ = sample_training_sigmas(jax.random.split(key, 3)[0], 6, 3.0, True, False)
+  held = np.maximum(np.asarray(sigma), X0_SIGMA_MIN)
+  _, exact = compute_loss(_X0Oracle(x0, s0, 0.0), batch, key, c)
+  assert float(exact["loss_flow"]) < 1e-10 and float(exact["loss_semantic"]) < 1e-5
+  _, off = compute_loss(_X0Oracle(x0, s0, 0.1), batch, key, c)
+  np.testing.assert_allclose(float(off["loss_flow"]), np.mean(0.01 / held ** 2), rtol=1e-4)
+  expected_sem = np.mean(0.1 / held) if semantic_target == "velocity" else 0.1
+  np.testing.assert_allclose(float(off["loss_semantic"]), expected_sem, rtol=1e-4)

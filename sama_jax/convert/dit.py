@@ -222,6 +222,9 @@ def save_torch_dit(model: SamaDiT, config, out: str, layout: str = "diffusers", 
   if layout not in LAYOUTS:
     raise ValueError(f"layout={layout!r}; expected one of {LAYOUTS}")
   config = _model_config_of(config)
+  if config.get("prediction", "velocity") != "velocity":
+    raise ValueError(f"model.prediction={config.prediction!r}: PyTorch Wan / SAMA code reads the head "
+                     "output as a velocity, so only velocity-predicting models can be exported")
   flat = flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   patch = tuple(config.patch_size)
   tensors, sama = {}, {}

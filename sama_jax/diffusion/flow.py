@@ -19,6 +19,18 @@ def velocity_target(x0: jax.Array, noise: jax.Array) -> jax.Array:
   return noise.astype(jnp.float32) - x0.astype(jnp.float32)
 
 
+# Training an x0-predicting model on the velocity loss divides its error by σ; below this
+# level the divisor is held (as JiT does), so the loss weight stays bounded near σ = 0.
+X0_SIGMA_MIN = 0.05
+
+
+def velocity_from_x0(x0_pred: jax.Array, x_t: jax.Array, sigma: jax.Array) -> jax.Array:
+  """v = (x_σ − x̂0) / σ, from x_σ = (1 − σ)·x0 + σ·ε and v = ε − x0 (exact for σ > 0).
+  x0_pred, x_t: [B, ...]; sigma: [B]. float32."""
+  s = sigma.astype(jnp.float32).reshape((-1,) + (1,) * (x_t.ndim - 1))
+  return (x_t.astype(jnp.float32) - x0_pred.astype(jnp.float32)) / s
+
+
 def flow_loss(velocity: jax.Array, x0: jax.Array, noise: jax.Array, weight: jax.Array) -> jax.Array:
   """Weighted MSE over every target element, float32. velocity, x0, noise: [B, ...];
   weight: [B]. Returns the mean over the batch of weight · mean squared error."""
@@ -27,10 +39,14 @@ def flow_loss(velocity: jax.Array, x0: jax.Array, noise: jax.Array, weight: jax.
   return jnp.mean(per_example * weight.astype(jnp.float32))
 
 
-def semantic_loss(prediction: jax.Array, s0: jax.Array, noise: jax.Array, target: str = "velocity") -> jax.Array:
+def semantic_loss(prediction: jax.Array, s0: jax.Array, noise: jax.Array, target: str = "velocity",
+                  velocity_scale: jax.Array | None = None) -> jax.Array:
   """Mean-reduced L1 on the semantic slots: against ε − s0 ("velocity", our default,
-  consistent with the sampler) or against s0 ("x0_l1", the paper's wording)."""
+  consistent with the sampler) or against s0 ("x0_l1", the paper's wording).
+  velocity_scale [B] multiplies the velocity goal (σ / max(σ, X0_SIGMA_MIN) for x0 models)."""
   if target not in SEMANTIC_TARGETS:
     raise ValueError(f"semantic loss target {target!r}; expected one of {SEMANTIC_TARGETS}")
   goal = velocity_target(s0, noise) if target == "velocity" else s0.astype(jnp.float32)
+  if target == "velocity" and velocity_scale is not None:
+    goal = goal * velocity_scale.reshape((-1,) + (1,) * (goal.ndim - 1))
   return jnp.mean(jnp.abs(prediction.astype(jnp.float32) - goal))

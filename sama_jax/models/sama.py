@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from sama_jax.diffusion.flow import velocity_from_x0
+from sama_jax.diffusion.schedule import NUM_TRAIN_TIMESTEPS
 from sama_jax.models import layers
 from sama_jax.models.dit import BATCH, EMBED, LENGTH, WanDiT, token_grid, unpatchify
 from sama_jax.models.rope import constant_rope, grid_rope_at
@@ -95,6 +97,21 @@ class SamaDiT(nnx.Module):
     velocity = unpatchify(self.dit.head(x[:, length - num_target:length], temb), grid,
                           tuple(self.config.patch_size))
     return velocity, semantic_pred
+
+  def velocity(self, latents: jax.Array, timestep: jax.Array, text: jax.Array, *,
+               source: jax.Array | None = None, semantic: jax.Array | None = None,
+               frame_offset: int | jax.Array = 0):
+    """The flow velocities the sampler integrates, whatever the head predicts
+    (model.prediction): the head's output itself for "velocity"; for "x0" the predicted
+    clean latents and semantic tokens turned into v = (x_σ − x̂0) / σ with σ = t / 1000
+    (`velocity_from_x0`; t > 0). Arguments and return as `__call__`."""
+    out, semantic_pred = self(latents, timestep, text, source=source, semantic=semantic,
+                              frame_offset=frame_offset)
+    if self.config.get("prediction", "velocity") == "velocity":
+      return out, semantic_pred
+    sigma = timestep.astype(jnp.float32) / NUM_TRAIN_TIMESTEPS
+    semantic_v = None if semantic_pred is None else velocity_from_x0(semantic_pred, semantic, sigma)
+    return velocity_from_x0(out, latents, sigma), semantic_v
 
   def assemble(self, latents, source=None, semantic=None, frame_offset: int | jax.Array = 0):
     """The input sequence [source ; semantic ; target] with type embeddings added, the

@@ -17,7 +17,8 @@ import optax
 from flax import nnx
 
 from sama_jax import lora as lora_lib
-from sama_jax.diffusion.flow import interpolate, semantic_loss, velocity_target
+from sama_jax.diffusion.flow import (X0_SIGMA_MIN, interpolate, semantic_loss, velocity_from_x0,
+                                     velocity_target)
 from sama_jax.diffusion.schedule import NUM_TRAIN_TIMESTEPS, sample_training_sigmas
 from sama_jax.train.optimizer import learning_rate_schedule
 
@@ -31,13 +32,25 @@ def compute_loss(model, batch: dict, rng: jax.Array, c):
   noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
   s0 = batch.get("semantic")
   s_noise = None if s0 is None else jax.random.normal(k_sem, s0.shape, jnp.float32)
-  velocity, s_pred = model(interpolate(x0, noise, sigma), NUM_TRAIN_TIMESTEPS * sigma, batch["text"],
-                           source=batch.get("source"),
-                           semantic=None if s0 is None else interpolate(s0, s_noise, sigma))
-  err = jnp.square(velocity - velocity_target(x0, noise))
+  x_t = interpolate(x0, noise, sigma)
+  s_t = None if s0 is None else interpolate(s0, s_noise, sigma)
+  out, s_out = model(x_t, NUM_TRAIN_TIMESTEPS * sigma, batch["text"], source=batch.get("source"), semantic=s_t)
+  velocity, s_pred, scale = out, s_out, None
+  if model.config.get("prediction", "velocity") == "x0":
+    # Velocity loss on x0 predictions: error / max(σ, floor), i.e. both velocities over the
+    # held divisor (JiT); the semantic "x0_l1" target reads the predicted tokens themselves.
+    held = jnp.maximum(sigma, X0_SIGMA_MIN)
+    scale = sigma / held
+    velocity = velocity_from_x0(out, x_t, held)
+    if s0 is not None and c.semantic_target == "velocity":
+      s_pred = velocity_from_x0(s_out, s_t, held)
+  target = velocity_target(x0, noise)
+  if scale is not None:
+    target = target * scale.reshape((-1,) + (1,) * (target.ndim - 1))
+  err = jnp.square(velocity - target)
   per_example = jnp.mean(err.reshape(b, -1), axis=1) * weight  # [B]
   flow = jnp.mean(per_example)
-  sem = jnp.zeros(()) if s0 is None else semantic_loss(s_pred, s0, s_noise, c.semantic_target)
+  sem = jnp.zeros(()) if s0 is None else semantic_loss(s_pred, s0, s_noise, c.semantic_target, scale)
   loss = flow + c.semantic_weight * sem
   task = batch.get("task", jnp.zeros((b,), jnp.int32))
   onehot = jax.nn.one_hot(task, len(c.task_names), dtype=jnp.float32)  # [B, K]
