@@ -101,9 +101,12 @@ def main():
                  help="initial value of the q/k RMSNorm gains (1 = Wan's init)")
   p.add_argument("--data", default="gaussian", choices=DATA)
   p.add_argument("--whiten", action="store_true")
+  p.add_argument("--dim", type=int, default=0, help="DiT width (0: the world config's 256; ffn 2x)")
   a = p.parse_args()
   c = load_config("configs/stage2_tiny.py")
   c.model.source_mode, c.model.rope_theta = a.mode, a.theta
+  if a.dim:
+    c.model.dim, c.model.ffn_dim = a.dim, 2 * a.dim
   c.data.num_frames = a.frames
   tc = train_config(learning_rate=a.lr, ema_decay=0.0, per_sample_timesteps=True, loss_weighting=False,
                     timestep_shift=3.0, warmup_steps=20, total_steps=a.steps)
