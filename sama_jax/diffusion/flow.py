@@ -8,9 +8,14 @@ import jax.numpy as jnp
 SEMANTIC_TARGETS = ("velocity", "x0_l1")
 
 
+def batch_broadcast(values: jax.Array, like: jax.Array) -> jax.Array:
+  """[B] float32 values shaped [B, 1, ..., 1] to broadcast over the trailing axes of `like`."""
+  return values.astype(jnp.float32).reshape((-1,) + (1,) * (like.ndim - 1))
+
+
 def interpolate(x0: jax.Array, noise: jax.Array, sigma: jax.Array) -> jax.Array:
   """x_σ = (1 − σ)·x0 + σ·ε, σ: [B] broadcast over the remaining axes of x0."""
-  s = sigma.reshape((-1,) + (1,) * (x0.ndim - 1)).astype(jnp.float32)
+  s = batch_broadcast(sigma, x0)
   return ((1.0 - s) * x0.astype(jnp.float32) + s * noise.astype(jnp.float32)).astype(x0.dtype)
 
 
@@ -27,8 +32,7 @@ X0_SIGMA_MIN = 0.05
 def velocity_from_x0(x0_pred: jax.Array, x_t: jax.Array, sigma: jax.Array) -> jax.Array:
   """v = (x_σ − x̂0) / σ, from x_σ = (1 − σ)·x0 + σ·ε and v = ε − x0 (exact for σ > 0).
   x0_pred, x_t: [B, ...]; sigma: [B]. float32."""
-  s = sigma.astype(jnp.float32).reshape((-1,) + (1,) * (x_t.ndim - 1))
-  return (x_t.astype(jnp.float32) - x0_pred.astype(jnp.float32)) / s
+  return (x_t.astype(jnp.float32) - x0_pred.astype(jnp.float32)) / batch_broadcast(sigma, x_t)
 
 
 def flow_loss(velocity: jax.Array, x0: jax.Array, noise: jax.Array, weight: jax.Array) -> jax.Array:
@@ -48,5 +52,5 @@ def semantic_loss(prediction: jax.Array, s0: jax.Array, noise: jax.Array, target
     raise ValueError(f"semantic loss target {target!r}; expected one of {SEMANTIC_TARGETS}")
   goal = velocity_target(s0, noise) if target == "velocity" else s0.astype(jnp.float32)
   if target == "velocity" and velocity_scale is not None:
-    goal = goal * velocity_scale.reshape((-1,) + (1,) * (goal.ndim - 1))
+    goal = goal * batch_broadcast(velocity_scale, goal)
   return jnp.mean(jnp.abs(prediction.astype(jnp.float32) - goal))

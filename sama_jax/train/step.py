@@ -17,8 +17,8 @@ import optax
 from flax import nnx
 
 from sama_jax import lora as lora_lib
-from sama_jax.diffusion.flow import (X0_SIGMA_MIN, interpolate, semantic_loss, velocity_from_x0,
-                                     velocity_target)
+from sama_jax.diffusion.flow import (X0_SIGMA_MIN, batch_broadcast, interpolate, semantic_loss,
+                                     velocity_from_x0, velocity_target)
 from sama_jax.diffusion.schedule import NUM_TRAIN_TIMESTEPS, sample_training_sigmas
 from sama_jax.train.optimizer import learning_rate_schedule
 
@@ -46,7 +46,7 @@ def compute_loss(model, batch: dict, rng: jax.Array, c):
       s_pred = velocity_from_x0(s_out, s_t, held)
   target = velocity_target(x0, noise)
   if scale is not None:
-    target = target * scale.reshape((-1,) + (1,) * (target.ndim - 1))
+    target = target * batch_broadcast(scale, target)
   err = jnp.square(velocity - target)
   per_example = jnp.mean(err.reshape(b, -1), axis=1) * weight  # [B]
   flow = jnp.mean(per_example)
