@@ -1,6 +1,6 @@
 # The built-in demo: a tiny SAMA trained on the synthetic world, stage 1 then stage 2,
 # evaluated on held-out clips after each stage (configs/stage1_tiny.py has the model).
-#   python -m sama_jax.demo                    # default preset, about 15 minutes on 2 CPU cores
+#   python -m sama_jax.demo                    # default preset, about 17 minutes on 2 CPU cores
 #   python -m sama_jax.demo --preset smoke     # under 2 minutes: checks the whole path
 #   python -m sama_jax.demo --preset full      # longer training for the science table
 # writes runs/demo/{stage1,stage2} (checkpoints, TensorBoard), results.md / results.json
@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PRESETS = {
     # name: (stage-1 steps, stage-2 steps, eval clips, sampling steps)
     "smoke": (12, 12, 4, 4),
-    "default": (1500, 1500, 48, 20),
+    "default": (1200, 1200, 48, 20),
     "full": (8000, 8000, 128, 30),
 }
 

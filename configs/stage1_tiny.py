@@ -21,9 +21,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                world_siglip_dim=48, world_image_size=32, world_semantic_grid=2)
   # Width 256 > the 192 features of a token (2x2 patch of 48 latent channels): a narrower
   # residual stream cannot carry the (incompressible) noise the velocity must predict.
+  # x0 prediction with the source skip (x̂0 = source + head): a model trained from scratch
+  # starts out copying its source instead of having to learn to (docs/results.md); such a
+  # model cannot be exported to PyTorch Wan / SAMA code.
   c.model = model_config(dim=256, ffn_dim=512, num_heads=4, num_layers=4, in_channels=48, out_channels=48,
                          text_dim=32, freq_dim=64, semantic_dim=48, semantic_hidden_dim=64,
-                         num_semantic_tokens=5)
+                         num_semantic_tokens=5, prediction="x0", source_skip=True)
   # Every edit instruction carries the released model's prompt prefix, so stage-1 image
   # edits and stage-2 video edits are prompted the way `edit` prompts them.
   c.data = data_config(resolution=(32, 32), num_frames=9, image_batch_size=8, video_batch_size=4,

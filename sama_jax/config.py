@@ -50,6 +50,11 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   # latents, turned into a velocity by `SamaDiT.velocity`; for tokens with more features
   # than a narrow model can carry as noise, e.g. the world's patch codec; docs/architecture.md).
   c.prediction = "velocity"
+  # Source skip: the head predicts the change from the source, i.e. the source is added to
+  # a predicted x0 or subtracted from a predicted velocity (where source and target latents
+  # have one shape), so a model starts out copying its source. For models trained from
+  # scratch (the synthetic world); off for Wan / SAMA weights (docs/architecture.md).
+  c.source_skip = False
   # Numerics.
   c.dtype = "float32"  # compute dtype of matmuls; norms, modulation and softmax stay float32
   c.param_dtype = "float32"
@@ -78,6 +83,8 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
   choice("param_dtype", DTYPES)
   choice("sequence_parallel", SEQUENCE_PARALLEL)
   choice("prediction", PREDICTIONS)
+  if not isinstance(c.get("source_skip", False), bool):
+    raise ValueError(f"model.source_skip={c.source_skip!r}; expected True or False")
   if c.dim % c.num_heads:
     raise ValueError(f"model.dim={c.dim} is not divisible by model.num_heads={c.num_heads}")
   head_dim = c.dim // c.num_heads

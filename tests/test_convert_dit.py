@@ -84,10 +84,12 @@ def test_bfloat16_export_loads_into_float32(tiny_config, tmp_path):
   np.testing.assert_allclose(b, a, rtol=2 ** -8)
 
 
-def test_x0_predicting_model_is_not_exported(tiny_config, tmp_path):
+@pytest.mark.parametrize("field, value, message", [("prediction", "x0", "velocity"),
+                                                    ("source_skip", True, "source_skip")])
+def test_models_torch_cannot_run_are_not_exported(tiny_config, tmp_path, field, value, message):
   config = tiny_config.copy_and_resolve_references()
-  config.prediction = "x0"
-  with pytest.raises(ValueError, match="velocity"):
+  config[field] = value
+  with pytest.raises(ValueError, match=message):
     save_torch_dit(SamaDiT(config, nnx.Rngs(0)), config, str(tmp_path / "out"))
   assert not os.path.exists(tmp_path / "out")
 

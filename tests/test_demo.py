@@ -25,3 +25,16 @@ def test_smoke_demo_writes_results_and_previews(tmp_path):
   assert "clip00.png" in previews and "clip00.gif" in previews
   for stage in ("stage1", "stage2"):
     assert os.path.isdir(tmp_path / stage / "checkpoints") and os.path.isfile(tmp_path / stage / "metrics.jsonl")
+  # The evaluation CLI scores any world workdir (here the smoke run's stage 2).
+  result = subprocess.run([sys.executable, "-m", "sama_jax.eval.world", "--checkpoint", str(tmp_path / "stage2"),
+                           "--clips", "2", "--steps", "2", "--json", str(tmp_path / "eval.json")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "| identity (output = source) |" in result.stdout
+  with open(tmp_path / "eval.json") as f:
+    scored = json.load(f)
+  assert scored["options"] == {"steps": 2} and len(scored["rows"]) == 2
+  assert scored["tables"][str(tmp_path / "stage2")]["all"]["count"] == 2
+  missing = subprocess.run([sys.executable, "-m", "sama_jax.eval.world", "--checkpoint", str(tmp_path / "nope")],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert missing.returncode != 0 and "does not exist" in missing.stderr

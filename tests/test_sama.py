@@ -230,3 +230,45 @@ def test_x0_prediction_turns_the_head_output_into_a_velocity(tiny_config):
                              rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="prediction"):
     model_config(prediction="eps")
+
+
+@pytest.mark.parametrize("source_mode", ["token", "channel"])
+@pytest.mark.parametrize("prediction, sign", [("x0", 1.0), ("velocity", -1.0)])
+def test_source_skip_adds_the_source_to_the_head_output(tiny_config, source_mode, prediction, sign):
+  """source_skip: x̂0 = source + head, or v̂ = head − source, where the source has the
+  latents' shape; nothing is added without a source or with a source of another length."""
+  config = tiny_config.copy_and_resolve_references()
+  config.update(source_mode=source_mode, prediction=prediction)
+  plain = make_model(config.copy_and_resolve_references())
+  config.source_skip = True
+  skip = make_model(config)
+  x = batch(config)
+  kw = dict(source=x["source"], semantic=x["semantic"])
+  out, sem = skip(x["latents"], x["timestep"], x["text"], **kw)
+  ref, ref_sem = plain(x["latents"], x["timestep"], x["text"], **kw)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(ref) + sign * np.asarray(x["source"]), rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(sem), np.asarray(ref_sem))
+  without, _ = skip(x["latents"], x["timestep"], x["text"])
+  np.testing.assert_array_equal(np.asarray(without), np.asarray(plain(x["latents"], x["timestep"], x["text"])[0]))
+  if source_mode == "token":  # a speed-perturbed (shorter) source has no frame-aligned skip
+    short = batch(config, f=5, fs=3)
+    a, _ = skip(short["latents"], short["timestep"], short["text"], source=short["source"])
+    b, _ = plain(short["latents"], short["timestep"], short["text"], source=short["source"])
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_source_skip_with_a_silent_head_copies_the_source(tiny_config):
+  """An x0 model with the skip and a zero head predicts the source at every level, so its
+  flow velocity carries any x_σ to the source: the Euler sampler returns the source."""
+  from sama_jax.diffusion.sampler import euler_sample
+  config = tiny_config.copy_and_resolve_references()
+  config.update(prediction="x0", source_skip=True)
+  model = make_model(config)
+  model.dit.head.proj_out.kernel[...] = jnp.zeros_like(model.dit.head.proj_out.kernel[...])
+  model.dit.head.proj_out.bias[...] = jnp.zeros_like(model.dit.head.proj_out.bias[...])
+  x = batch(config)
+  noise = jax.random.normal(jax.random.key(3), x["latents"].shape)
+  velocity = lambda latents, t, text, s: model.velocity(latents, t, text, source=x["source"], semantic=s)
+  out = euler_sample(velocity, noise, x["text"], x["text"], steps=5, shift=3.0, guidance=1.0)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(x["source"]), rtol=1e-4, atol=1e-4)
+

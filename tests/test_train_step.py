@@ -162,10 +162,12 @@ class _X0Oracle:
     return self.x0 + self.delta, self.s0 + self.delta
 
 
+@pytest.mark.parametrize("floor", [None, 0.3])
 @pytest.mark.parametrize("semantic_target", ["velocity", "x0_l1"])
-def test_x0_prediction_loss_is_the_x0_error_over_the_held_sigma(semantic_target):
-  """For prediction="x0" the flow loss is mean((x̂0 − x0)² / max(σ, 0.05)²): zero for a
-  perfect prediction, δ²·mean(1/held²) for one off by δ; the semantic L1 likewise."""
+def test_x0_prediction_loss_is_the_x0_error_over_the_held_sigma(semantic_target, floor):
+  """For prediction="x0" the flow loss is mean((x̂0 − x0)² / max(σ, floor)²), floor 0.05 by
+  default (train.x0_sigma_floor): zero for a perfect prediction, δ²·mean(1/held²) for one
+  off by δ; the semantic L1 likewise."""
   import jax.numpy as jnp
 
   from sama_jax.diffusion.flow import X0_SIGMA_MIN
@@ -176,13 +178,21 @@ def test_x0_prediction_loss_is_the_x0_error_over_the_held_sigma(semantic_target)
   s0 = jnp.asarray(rng.standard_normal((6, 5, 7)), jnp.float32)
   batch = {"latents": x0, "semantic": s0, "text": jnp.zeros((6, 3, 8))}
   c = train_config(per_sample_timesteps=True, loss_weighting=False, timestep_shift=3.0,
-                   semantic_target=semantic_target)
+                   semantic_target=semantic_target, **({} if floor is None else {"x0_sigma_floor": floor}))
   key = jax.random.key(3)
   sigma, _ = sample_training_sigmas(jax.random.split(key, 3)[0], 6, 3.0, True, False)
-  held = np.maximum(np.asarray(sigma), X0_SIGMA_MIN)
+  held = np.maximum(np.asarray(sigma), X0_SIGMA_MIN if floor is None else floor)
+  assert (floor is None) or (np.asarray(sigma) < floor).any()  # the floor is exercised
   _, exact = compute_loss(_X0Oracle(x0, s0, 0.0), batch, key, c)
   assert float(exact["loss_flow"]) < 1e-10 and float(exact["loss_semantic"]) < 1e-5
   _, off = compute_loss(_X0Oracle(x0, s0, 0.1), batch, key, c)
   np.testing.assert_allclose(float(off["loss_flow"]), np.mean(0.01 / held ** 2), rtol=1e-4)
   expected_sem = np.mean(0.1 / held) if semantic_target == "velocity" else 0.1
   np.testing.assert_allclose(float(off["loss_semantic"]), expected_sem, rtol=1e-4)
+
+
+@pytest.mark.parametrize("field, value", [("schedule", "step"), ("grad_accum", 0), ("ema_decay", 1.0),
+                                          ("x0_sigma_floor", 0.0)])
+def test_bad_train_config_values_are_named(field, value):
+  with pytest.raises(ValueError, match=f"train.{field}="):
+    train_config(**{field: value})

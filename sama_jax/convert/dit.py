@@ -225,6 +225,9 @@ def save_torch_dit(model: SamaDiT, config, out: str, layout: str = "diffusers", 
   if config.get("prediction", "velocity") != "velocity":
     raise ValueError(f"model.prediction={config.prediction!r}: PyTorch Wan / SAMA code reads the head "
                      "output as a velocity, so only velocity-predicting models can be exported")
+  if config.get("source_skip", False):
+    raise ValueError("model.source_skip=True: PyTorch Wan / SAMA code does not add the source to the "
+                     "head output, so a source-skip model cannot be exported")
   flat = flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   patch = tuple(config.patch_size)
   tensors, sama = {}, {}

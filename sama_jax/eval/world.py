@@ -6,7 +6,10 @@ of the edited object's trajectory, temporal flicker; SYNTHETIC_WORLD.md).
                            num_clips=64, seed=1000, frames=9, height=32, width=32)
 
 `editor(frames uint8 [T, H, W, 3], instruction) -> uint8 [T, H, W, 3]` is any editing
-function: a model bundle, or `identity` for the do-nothing baseline.
+function: a model bundle, or `identity` for the do-nothing baseline. From the shell, any
+trainer workdir trained on the world:
+
+    python -m sama_jax.eval.world --checkpoint runs/demo/stage2 [--clips 48] [--guidance 1]
 """
 
 from __future__ import annotations
@@ -76,3 +79,39 @@ def markdown_table(tables: dict[str, dict]) -> str:
     cells += [f"{100 * a['success']:.0f}%", fmt(a["psnr"]), fmt(a["motion_error"]), fmt(a["flicker"])]
     lines.append("| " + " | ".join([method] + cells) + " |")
   return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  import argparse
+  import json
+  import os
+
+  p = argparse.ArgumentParser(prog="python -m sama_jax.eval.world", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--checkpoint", required=True, help="a trainer workdir trained on the world")
+  p.add_argument("--clips", type=int, default=48, help="held-out clips to edit and score")
+  p.add_argument("--seed", type=int, default=1000, help="seed of the held-out clips (the demo's)")
+  p.add_argument("--steps", type=int, help="sampling steps (default: the workdir's edit config)")
+  p.add_argument("--guidance", type=float, help="text guidance scale (default: the workdir's)")
+  p.add_argument("--json", help="also write the per-kind table and per-clip rows here")
+  a = p.parse_args(argv)
+  if a.clips < 1:
+    p.error(f"--clips {a.clips}: expected at least 1")
+  shape = trained_world_shape(a.checkpoint)
+  from sama_jax.edit import edit, load_bundle
+  bundle = load_bundle(a.checkpoint)
+  options = {k: v for k, v in (("steps", a.steps), ("guidance", a.guidance)) if v is not None}
+  rows, table, _ = evaluate(lambda f, i: edit(bundle, f, i, **options), num_clips=a.clips, seed=a.seed,
+                            desc=os.path.basename(os.path.normpath(a.checkpoint)), **shape)
+  _, table0, _ = evaluate(identity, num_clips=a.clips, seed=a.seed, desc="identity", **shape)
+  tables = {"identity (output = source)": table0, a.checkpoint: table}
+  print(markdown_table(tables))
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump({"checkpoint": a.checkpoint, "options": options, "tables": tables, "rows": rows}, f,
+                indent=1, default=float)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -83,7 +83,9 @@ class SamaDiT(nnx.Module):
     frame_offset: temporal RoPE position of the first token frame (source and target alike;
       the latent frame index when patch_size[0] == 1): a window's place in a longer video. An int (checked against
       model.rope_max_len) or a traced int32 scalar (the caller checks the range).
-    Returns (velocity [B, F, H, W, C_out] float32, semantic_pred [B, N, D_sem] float32 or None).
+    Returns (velocity [B, F, H, W, C_out] float32, semantic_pred [B, N, D_sem] float32 or None):
+    the head's output (x̂0 for model.prediction="x0"), with the source added or subtracted
+    under model.source_skip where the source has the latents' shape (`skip_source`).
     """
     check_inputs(self.config, latents, timestep, text, source, semantic)
     temb, mod, ctx = self.dit.condition_embedder(timestep, text)
@@ -94,9 +96,17 @@ class SamaDiT(nnx.Module):
     if semantic is not None:
       semantic_pred = self.semantic_head(x[:, num_source:num_source + num_semantic])
     grid = token_grid(latents.shape, tuple(self.config.patch_size))
-    velocity = unpatchify(self.dit.head(x[:, length - num_target:length], temb), grid,
-                          tuple(self.config.patch_size))
-    return velocity, semantic_pred
+    out = unpatchify(self.dit.head(x[:, length - num_target:length], temb), grid,
+                     tuple(self.config.patch_size))
+    if self.config.get("source_skip", False) and source is not None and source.shape == latents.shape:
+      out = self.skip_source(out, source)
+    return out, semantic_pred
+
+  def skip_source(self, out, source):
+    """The head predicts the change from the source (model.source_skip): x̂0 = source + head
+    for x0 models, v̂ = head − source for velocity models (v = ε − x0). [B, F, H, W, C]."""
+    sign = -1.0 if self.config.get("prediction", "velocity") == "velocity" else 1.0
+    return out + sign * source.astype(jnp.float32)
 
   def velocity(self, latents: jax.Array, timestep: jax.Array, text: jax.Array, *,
                source: jax.Array | None = None, semantic: jax.Array | None = None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from sama_jax.diffusion.flow import X0_SIGMA_MIN
+
 # Example kinds the data pipeline tags each example with (per-task loss metrics).
 TASK_NAMES = ("t2v", "cube", "speed", "tube", "image_edit", "video_edit")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -49,6 +51,9 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   c.loss_weighting = True  # DiffSynth's Gaussian weight over timesteps
   c.semantic_weight = 0.1  # λ
   c.semantic_target = "velocity"  # or "x0_l1"
+  # x0 models (model.prediction="x0") are trained on the velocity loss, (x̂0 − x0)² / σ²,
+  # with σ held at this floor below it (JiT: 0.05), which bounds the weight at 1/floor².
+  c.x0_sigma_floor = X0_SIGMA_MIN
   c.task_names = TASK_NAMES
   # Classifier-free guidance needs the model to know the unconditional branch: replace the
   # instruction by the negative prompt with this probability (the paper does not say).
@@ -64,4 +69,6 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
     raise ValueError(f"train.grad_accum={c.grad_accum} must be >= 1")
   if not 0.0 <= c.ema_decay < 1.0:
     raise ValueError(f"train.ema_decay={c.ema_decay} must be in [0, 1)")
+  if not c.x0_sigma_floor > 0.0:
+    raise ValueError(f"train.x0_sigma_floor={c.x0_sigma_floor} must be > 0")
   return c

@@ -39,7 +39,7 @@ def compute_loss(model, batch: dict, rng: jax.Array, c):
   if model.config.get("prediction", "velocity") == "x0":
     # Velocity loss on x0 predictions: error / max(σ, floor), i.e. both velocities over the
     # held divisor (JiT); the semantic "x0_l1" target reads the predicted tokens themselves.
-    held = jnp.maximum(sigma, X0_SIGMA_MIN)
+    held = jnp.maximum(sigma, c.get("x0_sigma_floor", X0_SIGMA_MIN))
     scale = sigma / held
     velocity = velocity_from_x0(out, x_t, held)
     if s0 is not None and c.semantic_target == "velocity":
