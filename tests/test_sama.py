@@ -271,4 +271,3 @@ def test_source_skip_with_a_silent_head_copies_the_source(tiny_config):
   velocity = lambda latents, t, text, s: model.velocity(latents, t, text, source=x["source"], semantic=s)
   out = euler_sample(velocity, noise, x["text"], x["text"], steps=5, shift=3.0, guidance=1.0)
   np.testing.assert_allclose(np.asarray(out), np.asarray(x["source"]), rtol=1e-4, atol=1e-4)
-
