@@ -35,5 +35,6 @@ def get_config(preset: str | None = "default") -> ml_collections.ConfigDict:
     stage.run.log_every = max(1, min(50, steps // 4))
     stage.run.checkpoint_every = max(steps // 2, 1)
     stage.edit.steps = sample_steps
-  c.eval = ml_collections.ConfigDict(dict(num_clips=clips, seed=1000, previews=4))
+  # seen_clips: stage 2 is also scored on new clips of the training distribution.
+  c.eval = ml_collections.ConfigDict(dict(num_clips=clips, seen_clips=max(2, clips // 2), seed=1000, previews=4))
   return c

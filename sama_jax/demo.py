@@ -53,6 +53,9 @@ def save_previews(kept_by_method: dict, folder: str) -> list[str]:
   return written
 
 
+SEEN_ROW = "SAMA, seen (shape, colour) pairs"
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m sama_jax.demo", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,21 +88,26 @@ def main(argv=None) -> int:
   bundle2 = load_bundle(s2)
   rows2, table2, kept2 = evaluate(lambda f, i: edit(bundle2, f, i), desc="stage 2", **world)
   rows0, table0, kept0 = evaluate(identity, desc="identity", **world)
+  # The same model on new clips of the training distribution: can it edit at all, apart
+  # from generalising to unseen (shape, colour) pairs?
+  seen = {**world, "num_clips": c.eval.seen_clips, "keep": 0}
+  rows2s, table2s, _ = evaluate(lambda f, i: edit(bundle2, f, i), desc="stage 2, seen pairs", split="seen", **seen)
 
   tables = {"identity (output = source)": table0, "stage 1 only (zero-shot)": table1,
-            "SAMA: stage 1 + stage 2": table2}
+            "SAMA: stage 1 + stage 2": table2, SEEN_ROW: table2s}
   minutes = (time.time() - start) / 60
   md = markdown_table(tables)
   header = (f"# Demo results ({a.preset} preset)\n\n{c.eval.num_clips} held-out clips "
-            f"({data.resolution[0]}x{data.resolution[1]}, {data.num_frames} frames), "
+            f"({data.resolution[0]}x{data.resolution[1]}, {data.num_frames} frames; the last row: "
+            f"{c.eval.seen_clips} new clips of the training distribution), "
             f"{c.stage1.train.total_steps} + {c.stage2.train.total_steps} training steps, "
             f"{c.stage1.edit.steps} sampling steps; {minutes:.1f} minutes.\n\n")
   os.makedirs(a.workdir, exist_ok=True)
   with open(os.path.join(a.workdir, "results.md"), "w") as f:
     f.write(header + md + "\n")
   with open(os.path.join(a.workdir, "results.json"), "w") as f:
-    json.dump({"preset": a.preset, "minutes": minutes, "tables": tables,
-               "rows": {"identity": rows0, "stage1": rows1, "stage2": rows2}}, f, indent=1, default=float)
+    rows = {"identity": rows0, "stage1": rows1, "stage2": rows2, "stage2_seen": rows2s}
+    json.dump({"preset": a.preset, "minutes": minutes, "tables": tables, "rows": rows}, f, indent=1, default=float)
   previews = save_previews({"stage 1": kept1, "stage 2": kept2}, os.path.join(a.workdir, "previews"))
   print("\n" + header + md)
   print(f"\nwrote {a.workdir}/results.md, results.json and {len(previews)} previews in {a.workdir}/previews")

@@ -17,7 +17,9 @@ def test_smoke_demo_writes_results_and_previews(tmp_path):
   with open(tmp_path / "results.json") as f:
     results = json.load(f)
   tables = results["tables"]
-  assert list(tables) == ["identity (output = source)", "stage 1 only (zero-shot)", "SAMA: stage 1 + stage 2"]
+  assert list(tables) == ["identity (output = source)", "stage 1 only (zero-shot)", "SAMA: stage 1 + stage 2",
+                          "SAMA, seen (shape, colour) pairs"]
+  assert tables["SAMA, seen (shape, colour) pairs"]["all"]["count"] == 2
   assert tables["identity (output = source)"]["all"]["success"] == 0.0  # matched edits all need a change
   assert tables["identity (output = source)"]["all"]["count"] == 4
   assert "| method |" in open(tmp_path / "results.md").read()
@@ -27,13 +29,13 @@ def test_smoke_demo_writes_results_and_previews(tmp_path):
     assert os.path.isdir(tmp_path / stage / "checkpoints") and os.path.isfile(tmp_path / stage / "metrics.jsonl")
   # The evaluation CLI scores any world workdir (here the smoke run's stage 2).
   result = subprocess.run([sys.executable, "-m", "sama_jax.eval.world", "--checkpoint", str(tmp_path / "stage2"),
-                           "--clips", "2", "--steps", "2", "--json", str(tmp_path / "eval.json")],
+                           "--clips", "2", "--steps", "2", "--split", "seen", "--json", str(tmp_path / "eval.json")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "| identity (output = source) |" in result.stdout
   with open(tmp_path / "eval.json") as f:
     scored = json.load(f)
-  assert scored["options"] == {"steps": 2} and len(scored["rows"]) == 2
+  assert scored["options"] == {"steps": 2} and scored["split"] == "seen" and len(scored["rows"]) == 2
   assert scored["tables"][str(tmp_path / "stage2")]["all"]["count"] == 2
   missing = subprocess.run([sys.executable, "-m", "sama_jax.eval.world", "--checkpoint", str(tmp_path / "nope")],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -9,7 +9,11 @@ of the edited object's trajectory, temporal flicker; SYNTHETIC_WORLD.md).
 function: a model bundle, or `identity` for the do-nothing baseline. From the shell, any
 trainer workdir trained on the world:
 
-    python -m sama_jax.eval.world --checkpoint runs/demo/stage2 [--clips 48] [--guidance 1]
+    python -m sama_jax.eval.world --checkpoint runs/demo/stage2 [--clips 48] [--guidance 1] [--split seen]
+
+split "held_out" (the default, the demo's) edits clips whose edited objects are
+(shape, colour) pairs no training example shows; split "seen" edits new clips of the
+training distribution, which separates "cannot edit" from "does not generalise".
 """
 
 from __future__ import annotations
@@ -30,20 +34,29 @@ def identity(frames: np.ndarray, instruction: str) -> np.ndarray:
   return frames
 
 
-def eval_cases(num_clips: int, seed: int, frames: int, height: int, width: int):
-  """The held-out (scene, edit, ground truth) triples, deterministic for the arguments."""
+# split -> the world kind its clips are drawn as.
+SPLITS = {"held_out": "eval_edit", "seen": "video_edit"}
+
+
+def eval_cases(num_clips: int, seed: int, frames: int, height: int, width: int, split: str = "held_out"):
+  """(scene, edit, ground truth) triples of a split (SPLITS), deterministic for the
+  arguments. "seen" clips come from the training distribution, drawn with `seed` (the
+  trainers draw theirs with data.*.world_seed, 0 by default)."""
+  if split not in SPLITS:
+    raise ValueError(f"split={split!r}; expected one of {sorted(SPLITS)}")
   for index in range(num_clips):
-    scene, edit = world_case("eval_edit", index, seed, frames=frames, height=height, width=width)
+    scene, edit = world_case(SPLITS[split], index, seed, frames=frames, height=height, width=width)
     yield scene, edit, ground_truth(scene, edit)
 
 
 def evaluate(editor: Editor, *, num_clips: int, seed: int, frames: int, height: int, width: int,
-             desc: str = "eval", keep: int = 0):
-  """Scores `editor` on `num_clips` held-out clips. Returns (rows, table, kept) where
-  rows are per-clip measures, table is `summarise(rows)` (per edit kind and "all") and
-  kept holds (source, ground truth, prediction, instruction) of the first `keep` clips."""
+             desc: str = "eval", keep: int = 0, split: str = "held_out"):
+  """Scores `editor` on `num_clips` clips of `split` (held-out by default). Returns
+  (rows, table, kept) where rows are per-clip measures, table is `summarise(rows)` (per
+  edit kind and "all") and kept holds (source, ground truth, prediction, instruction) of
+  the first `keep` clips."""
   rows, kept = [], []
-  for scene, edit, truth in tqdm(eval_cases(num_clips, seed, frames, height, width), total=num_clips,
+  for scene, edit, truth in tqdm(eval_cases(num_clips, seed, frames, height, width, split), total=num_clips,
                                  desc=desc, unit="clip"):
     pred = editor(truth.source_frames, edit.instruction)
     if pred.shape != truth.frames.shape:
@@ -93,6 +106,8 @@ def main(argv=None) -> int:
   p.add_argument("--seed", type=int, default=1000, help="seed of the held-out clips (the demo's)")
   p.add_argument("--steps", type=int, help="sampling steps (default: the workdir's edit config)")
   p.add_argument("--guidance", type=float, help="text guidance scale (default: the workdir's)")
+  p.add_argument("--split", choices=sorted(SPLITS), default="held_out",
+                  help="held_out: unseen (shape, colour) pairs (the demo's); seen: the training distribution")
   p.add_argument("--json", help="also write the per-kind table and per-clip rows here")
   a = p.parse_args(argv)
   if a.clips < 1:
@@ -102,13 +117,13 @@ def main(argv=None) -> int:
   bundle = load_bundle(a.checkpoint)
   options = {k: v for k, v in (("steps", a.steps), ("guidance", a.guidance)) if v is not None}
   rows, table, _ = evaluate(lambda f, i: edit(bundle, f, i, **options), num_clips=a.clips, seed=a.seed,
-                            desc=os.path.basename(os.path.normpath(a.checkpoint)), **shape)
-  _, table0, _ = evaluate(identity, num_clips=a.clips, seed=a.seed, desc="identity", **shape)
+                            desc=os.path.basename(os.path.normpath(a.checkpoint)), split=a.split, **shape)
+  _, table0, _ = evaluate(identity, num_clips=a.clips, seed=a.seed, desc="identity", split=a.split, **shape)
   tables = {"identity (output = source)": table0, a.checkpoint: table}
   print(markdown_table(tables))
   if a.json:
     with open(a.json, "w") as f:
-      json.dump({"checkpoint": a.checkpoint, "options": options, "tables": tables, "rows": rows}, f,
+      json.dump({"checkpoint": a.checkpoint, "split": a.split, "options": options, "tables": tables, "rows": rows}, f,
                 indent=1, default=float)
   return 0
 

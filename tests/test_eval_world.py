@@ -1,0 +1,35 @@
+"""The evaluation splits of the synthetic world (sama_jax/eval/world.py)."""
+import numpy as np
+import pytest
+
+from sama_jax.data.synthetic_edits import HELD_OUT, edited_pairs
+from sama_jax.eval.world import eval_cases, evaluate, identity
+
+SHAPE = dict(frames=5, height=32, width=32)
+
+
+def test_seen_split_never_shows_a_held_out_pair_and_differs_from_held_out():
+  seen = list(eval_cases(12, 1000, **SHAPE, split="seen"))
+  for scene, edit, truth in seen:
+    assert not {(o.shape, o.colour) for o in scene.objects} & HELD_OUT
+    assert not edited_pairs(scene, edit) & HELD_OUT
+    assert truth.frames.shape == (5, 32, 32, 3)
+  held = list(eval_cases(12, 1000, **SHAPE))
+  # Every held-out clip edits a held-out pair, unless its instruction names no object in the scene.
+  assert sum(bool(edited_pairs(s, e) & HELD_OUT) for s, e, _ in held) >= 8
+  assert [e.instruction for _, e, _ in seen] != [e.instruction for _, e, _ in held]
+
+
+def test_splits_are_deterministic_and_scored_alike():
+  a = [e.instruction for _, e, _ in eval_cases(4, 7, **SHAPE, split="seen")]
+  b = [e.instruction for _, e, _ in eval_cases(4, 7, **SHAPE, split="seen")]
+  assert a == b
+  rows, table, _ = evaluate(identity, num_clips=4, seed=7, **SHAPE, split="seen", desc="id")
+  assert table["all"]["count"] == 4 and [r["instruction"] for r in rows] == a
+  # The identity makes none of the training distribution's edits (they all change something).
+  assert table["all"]["success"] == 0.0 and np.isclose(table["all"]["flicker"], 0.0)
+
+
+def test_unknown_split_is_refused():
+  with pytest.raises(ValueError, match="split='train'"):
+    next(eval_cases(1, 0, **SHAPE, split="train"))
