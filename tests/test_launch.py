@@ -11,7 +11,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import types
 
 import pytest
@@ -213,14 +212,28 @@ def test_tpu_run_streams_logs_per_worker_and_stops_cleanly_on_ctrl_c(monkeypatch
   monkeypatch.setattr(module, "run_commands", lambda opts, overrides: [
       ["bash", "-c", host.format(i, shlex.quote(str(marker)))] for i in range(2)])
   monkeypatch.setattr(module, "kill_commands", lambda opts: [["touch", str(marker)]])
+  # The user's Ctrl-C arrives while `run` waits on the first host. Raised from that wait,
+  # not sent by a timer: a signal timed against a loaded machine could land before `run`
+  # waits, or not interrupt the wait at all (a pytest-xdist run once hung here for 25 minutes).
+  real_stream = module.stream
+
+  def stream_then_ctrl_c(commands, log_dir):
+    started = real_stream(commands, log_dir)
+    proc, real_wait, pressed = started[0][0], started[0][0].wait, []
+
+    def wait(*args, **kwargs):
+      if not pressed:
+        pressed.append(True)
+        raise KeyboardInterrupt
+      return real_wait(*args, **kwargs)
+
+    proc.wait = wait
+    return started
+
+  monkeypatch.setattr(module, "stream", stream_then_ctrl_c)
   opts, _ = module.parse(["run", "--name", "n", "--zone", "z", "--config", "c", "--workdir", "w",
                           "--log-dir", str(log_dir), "--stop-timeout", "20"])
-  timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))  # the user's Ctrl-C
-  timer.start()
-  try:
-    assert module.run(opts, []) == 130
-  finally:
-    timer.cancel()
+  assert module.run(opts, []) == 130
   for i in range(2):
     assert (log_dir / f"worker-w{i}.log").read_text() == f"[w{i}] step 1\n[w{i}] saved\n"
   assert (log_dir / "gcloud.log").read_text() == "Connection closed\n" * 2

@@ -102,8 +102,9 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m sama_jax.eval.world", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--checkpoint", required=True, help="a trainer workdir trained on the world")
-  p.add_argument("--clips", type=int, default=48, help="held-out clips to edit and score")
-  p.add_argument("--seed", type=int, default=1000, help="seed of the held-out clips (the demo's)")
+  p.add_argument("--clips", type=int, default=48, help="clips to edit and score")
+  p.add_argument("--seed", type=int, default=1000, help="seed of the clips (the demo's; --split seen with the trainers' "
+                 "data.*.world_seed, 0 by default, would score training clips)")
   p.add_argument("--steps", type=int, help="sampling steps (default: the workdir's edit config)")
   p.add_argument("--guidance", type=float, help="text guidance scale (default: the workdir's)")
   p.add_argument("--split", choices=sorted(SPLITS), default="held_out",
