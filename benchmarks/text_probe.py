@@ -17,8 +17,8 @@ x0 objective (train.x0_sigma_floor; 0.05 is the velocity loss, 1 plain x0 MSE).
 
 What it showed (2-core CPU, background edits, 300-400 steps, lr 1e-3): at σ = 1 only the
 text is read (true 0.10 vs reversed 0.96); with mixed levels and floor 0.05 it never is
-(0.97 vs 0.97 at σ = 1, and 0.39 at σ = 0.1: the 1/σ² weight's rare low-σ draws, up to
-400x, dominate the updates and the model learns little at all); with floor 1 it is (0.19 vs
+(0.97 vs 0.97 at σ = 1, and 0.39 at σ = 0.1: it learns little at all, presumably as the
+1/σ² weight's rare low-σ draws, up to 400x, dominate the updates); with floor 1 it is (0.19 vs
 0.79). lr 3e-3 at σ = 1: 0.23 vs 1.05, slower than 1e-3. docs/results.md, finding 9.
 """
 
