@@ -35,6 +35,7 @@ from sama_jax.config import load_config
 from sama_jax.data.synthetic import world_case
 from sama_jax.data.synthetic_edits import EDIT_KINDS
 from sama_jax.data.synthetic_metrics import ground_truth
+from sama_jax.diffusion.flow import interpolate
 from sama_jax.diffusion.schedule import sample_training_sigmas
 from sama_jax.encoders import build_encoders, frames_to_unit
 from sama_jax.models import SamaDiT
@@ -91,8 +92,7 @@ def main():
       s = (sample_training_sigmas(k_sigma, b, a.shift, True, False)[0] if a.sigma == "mixed"
            else jnp.full((b,), float(a.sigma)))
       weight = 1.0 / jnp.maximum(s, a.floor if a.sigma == "mixed" else 1.0) ** 2
-    s5 = s[:, None, None, None, None]
-    x_t = (1 - s5) * x0 + s5 * jax.random.normal(k_noise, x0.shape)
+    x_t = interpolate(x0, jax.random.normal(k_noise, x0.shape), s)
     text = batch["text"][::-1] if reverse_text else batch["text"]
     out, _ = model(x_t, 1000.0 * s, text, source=batch["source"])
     return jnp.mean(jnp.mean(jnp.square(out - x0), axis=(1, 2, 3, 4)) * weight)

@@ -86,12 +86,16 @@ def main(argv=None) -> int:
   train(c.stage2, s2, init_from=s1)
   print("[4/4] evaluation of stage 2")
   bundle2 = load_bundle(s2)
-  rows2, table2, kept2 = evaluate(lambda f, i: edit(bundle2, f, i), desc="stage 2", **world)
+
+  def edit2(frames, instruction):
+    return edit(bundle2, frames, instruction)
+
+  rows2, table2, kept2 = evaluate(edit2, desc="stage 2", **world)
   rows0, table0, kept0 = evaluate(identity, desc="identity", **world)
   # The same model on new clips of the training distribution: can it edit at all, apart
   # from generalising to unseen (shape, colour) pairs?
   seen = {**world, "num_clips": c.eval.seen_clips, "keep": 0}
-  rows2s, table2s, _ = evaluate(lambda f, i: edit(bundle2, f, i), desc="stage 2, seen pairs", split="seen", **seen)
+  rows2s, table2s, _ = evaluate(edit2, desc="stage 2, seen pairs", split="seen", **seen)
 
   tables = {"identity (output = source)": table0, "stage 1 only (zero-shot)": table1,
             "SAMA: stage 1 + stage 2": table2, SEEN_ROW: table2s}

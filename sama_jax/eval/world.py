@@ -124,8 +124,8 @@ def main(argv=None) -> int:
   print(markdown_table(tables))
   if a.json:
     with open(a.json, "w") as f:
-      json.dump({"checkpoint": a.checkpoint, "split": a.split, "options": options, "tables": tables, "rows": rows}, f,
-                indent=1, default=float)
+      json.dump({"checkpoint": a.checkpoint, "split": a.split, "options": options, "tables": tables,
+                 "rows": rows}, f, indent=1, default=float)
   return 0
 
 
