@@ -24,22 +24,31 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # x0 prediction with the source skip (x̂0 = source + head): a model trained from scratch
   # starts out copying its source instead of having to learn to (docs/results.md); such a
   # model cannot be exported to PyTorch Wan / SAMA code.
+  # The source enters as channels ([x_t ; z_s], an option of the released code), not as
+  # in-context tokens (the released model): trained from scratch, a target token takes
+  # thousands of steps to learn to look up the source token at its own position, and
+  # until then it cannot see what it edits (docs/results.md finding 10). Half the tokens,
+  # so a step costs about half as much.
   c.model = model_config(dim=256, ffn_dim=512, num_heads=4, num_layers=4, in_channels=48, out_channels=48,
                          text_dim=32, freq_dim=64, semantic_dim=48, semantic_hidden_dim=64,
-                         num_semantic_tokens=5, prediction="x0", source_skip=True)
+                         num_semantic_tokens=5, prediction="x0", source_skip=True, source_mode="channel")
   # Every edit instruction carries the released model's prompt prefix, so stage-1 image
   # edits and stage-2 video edits are prompted the way `edit` prompts them.
-  c.data = data_config(resolution=(32, 32), num_frames=9, image_batch_size=8, video_batch_size=4,
+  # Four images per video in a batch, the paper's 448 : 112.
+  c.data = data_config(resolution=(32, 32), num_frames=9, image_batch_size=16, video_batch_size=4,
                        image_edit_prefix="[Video edit] ", video_edit_prefix="[Video edit] ")
+  c.data.pretext.speed_mode = "time_warp"  # channel mode needs a source as long as the target
   # The world recipe departs from the paper's (docs/results.md): a tiny model trained from
   # scratch, with a high learning rate. DiffSynth's Gaussian loss weight is ~0 at sigma ~ 1,
   # where the shift puts most draws, so uniform weights over per-example levels. The x0
   # objective is plain MSE on x̂0 (x0_sigma_floor=1): the velocity loss's 1/σ² weight
   # (floor 0.05) let rare low-σ draws dominate and the model never learnt to read the
   # instruction (docs/results.md finding 9); at lr 3e-3 it read the text worse than at 1e-3.
+  # The latents an edit changes weigh 1 + edit_weight in the loss: an object is a few
+  # percent of a frame, and with plain weights the copy term drowns it (finding 10).
   c.train = train_config(learning_rate=1e-3, warmup_steps=100, schedule="cosine", total_steps=400,
                          ema_decay=0.99, loss_weighting=False, per_sample_timesteps=True, timestep_shift=3.0,
-                         x0_sigma_floor=1.0)
+                         x0_sigma_floor=1.0, edit_weight=3.0)
   c.lora = lora_config()  # --config.lora.rank=16: train LoRA adapters only
   c.run = run_config(log_every=10, checkpoint_every=100)
   c.mesh = mesh_config()

@@ -191,8 +191,29 @@ def test_x0_prediction_loss_is_the_x0_error_over_the_held_sigma(semantic_target,
   np.testing.assert_allclose(float(off["loss_semantic"]), expected_sem, rtol=1e-4)
 
 
+@pytest.mark.parametrize("edit_weight", [0.0, 4.0])
+def test_edit_weight_scales_the_loss_where_the_target_differs_from_the_source(edit_weight):
+  """train.edit_weight: the error on latents the edit changes (|x0 − source| > 0.05) counts
+  1 + edit_weight times; elsewhere, and with no source, once."""
+  import jax.numpy as jnp
+
+  from sama_jax.train.step import compute_loss
+  rng = np.random.default_rng(1)
+  x0 = jnp.asarray(rng.standard_normal((4, 2, 4, 4, 3)), jnp.float32)
+  changed = np.zeros(x0.shape, bool)
+  changed[:, :, :2, :1] = True  # 1/8 of every example
+  source = jnp.where(jnp.asarray(changed), x0 + 0.5, x0 + 0.01)  # 0.01: under the threshold
+  c = train_config(per_sample_timesteps=True, loss_weighting=False, x0_sigma_floor=1.0, edit_weight=edit_weight)
+  oracle = _X0Oracle(x0, jnp.zeros((4, 1, 1)), 0.1)
+  key = jax.random.key(0)
+  _, plain = compute_loss(oracle, {"latents": x0, "text": jnp.zeros((4, 3, 8))}, key, c)
+  _, weighted = compute_loss(oracle, {"latents": x0, "source": source, "text": jnp.zeros((4, 3, 8))}, key, c)
+  np.testing.assert_allclose(float(plain["loss_flow"]), 0.01, rtol=1e-4)
+  np.testing.assert_allclose(float(weighted["loss_flow"]), 0.01 * (1 + edit_weight / 8), rtol=1e-4)
+
+
 @pytest.mark.parametrize("field, value", [("schedule", "step"), ("grad_accum", 0), ("ema_decay", 1.0),
-                                          ("x0_sigma_floor", 0.0)])
+                                          ("x0_sigma_floor", 0.0), ("edit_weight", -1.0)])
 def test_bad_train_config_values_are_named(field, value):
   with pytest.raises(ValueError, match=f"train.{field}="):
     train_config(**{field: value})

@@ -54,6 +54,9 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   # x0 models (model.prediction="x0") are trained on the velocity loss, (x̂0 − x0)² / σ²,
   # with σ held at this floor below it (JiT: 0.05), which bounds the weight at 1/floor².
   c.x0_sigma_floor = X0_SIGMA_MIN
+  # Extra flow-loss weight on the latents the edit changes (|target − source| > 0.05):
+  # 0 is the paper's plain loss; the world recipe raises it (train/step.py edit_weights).
+  c.edit_weight = 0.0
   c.task_names = TASK_NAMES
   # Classifier-free guidance needs the model to know the unconditional branch: replace the
   # instruction by the negative prompt with this probability (the paper does not say).
@@ -69,6 +72,8 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
     raise ValueError(f"train.grad_accum={c.grad_accum} must be >= 1")
   if not 0.0 <= c.ema_decay < 1.0:
     raise ValueError(f"train.ema_decay={c.ema_decay} must be in [0, 1)")
+  if not c.edit_weight >= 0.0:
+    raise ValueError(f"train.edit_weight={c.edit_weight} must be >= 0")
   if not c.x0_sigma_floor > 0.0:
     raise ValueError(f"train.x0_sigma_floor={c.x0_sigma_floor} must be > 0")
   return c

@@ -23,6 +23,20 @@ from sama_jax.diffusion.schedule import NUM_TRAIN_TIMESTEPS, sample_training_sig
 from sama_jax.train.optimizer import learning_rate_schedule
 
 
+EDIT_THRESHOLD = 0.05  # |target − source| above this (latent units) counts as edited
+
+
+def edit_weights(x0: jax.Array, source: jax.Array | None, edit_weight: float) -> jax.Array | float:
+  """Per-element flow-loss weights 1 + edit_weight · [|x0 − source| > EDIT_THRESHOLD]
+  (train.edit_weight; 0, the paper's plain loss, gives 1). An edit that touches a few
+  percent of the latents is a few percent of a plain loss, which the copy term drowns
+  (docs/results.md, finding 10). [B, F, H, W, C], or 1 without a same-shaped source."""
+  if not edit_weight or source is None or source.shape != x0.shape:
+    return 1.0
+  edited = jnp.abs(x0.astype(jnp.float32) - source.astype(jnp.float32)) > EDIT_THRESHOLD
+  return 1.0 + edit_weight * edited.astype(jnp.float32)
+
+
 def compute_loss(model, batch: dict, rng: jax.Array, c):
   """Total loss and its parts for one batch. Returns (loss, aux dict)."""
   x0 = batch["latents"]
@@ -47,7 +61,7 @@ def compute_loss(model, batch: dict, rng: jax.Array, c):
   target = velocity_target(x0, noise)
   if scale is not None:
     target = target * batch_broadcast(scale, target)
-  err = jnp.square(velocity - target)
+  err = jnp.square(velocity - target) * edit_weights(x0, batch.get("source"), c.get("edit_weight", 0.0))
   per_example = jnp.mean(err.reshape(b, -1), axis=1) * weight  # [B]
   flow = jnp.mean(per_example)
   sem = jnp.zeros(()) if s0 is None else semantic_loss(s_pred, s0, s_noise, c.semantic_target, scale)
