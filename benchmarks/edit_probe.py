@@ -68,8 +68,8 @@ def main():
 
   start = time.time()
   train_cases = [case(i, 5) for i in range(4000)]
-  train = {k: jnp.concatenate([encode(train_cases[i:i + 500])[k] for i in range(0, 4000, 500)])
-           for k in ("text", "source", "latents")}
+  chunks = [encode(train_cases[i:i + 500]) for i in range(0, 4000, 500)]
+  train = {k: jnp.concatenate([chunk[k] for chunk in chunks]) for k in chunks[0]}
   test_cases = [case(i, 777) for i in range(96)]
   test = encode(test_cases)
   print(f"4000 training pairs of {kinds} encoded in {time.time() - start:.0f} s", flush=True)
@@ -116,7 +116,8 @@ def main():
   start = time.time()
   print("step | seconds | loss | success per kind and PSNR: one step | 4 steps")
   for i in range(a.steps):
-    batch = {k: v[rng.integers(0, 4000, a.batch)] for k, v in train.items()}
+    chosen = rng.integers(0, 4000, a.batch)  # one draw: text, source and target of the same pairs
+    batch = {k: v[chosen] for k, v in train.items()}
     params, opt_state, loss = step(params, opt_state, batch, jax.random.key(i))
     if (i + 1) % a.every == 0 or i + 1 == a.steps:
       print(f"{i + 1} | {time.time() - start:.0f} | {float(loss):.4f} | {score(params, 1)} | {score(params, 4)}",
