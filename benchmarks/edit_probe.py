@@ -28,9 +28,8 @@ from sama_jax.data.synthetic_edits import EDIT_KINDS
 from sama_jax.data.synthetic_metrics import evaluate_edit, ground_truth, summarise
 from sama_jax.diffusion.flow import interpolate
 from sama_jax.diffusion.schedule import sample_training_sigmas
-from sama_jax.encoders import build_encoders, frames_to_unit
+from sama_jax.encoders import build_encoders, host_arrays, make_encode_fn
 from sama_jax.models import SamaDiT
-from sama_jax.models.text import clean_text, tokenize
 from sama_jax.train.step import edit_weights
 
 
@@ -59,12 +58,14 @@ def main():
     scene, edit = world_case("image_edit", index, seed, frames=1, height=height, width=width, kinds=kinds)
     return scene, edit, ground_truth(scene, edit)
 
+  encode_fn = make_encode_fn(enc)
+
   def encode(cases):
-    ids, mask = tokenize(enc.tokenizer, [clean_text(c.data.image_edit_prefix + e.instruction) for _, e, _ in cases],
-                         enc.text_len)
-    pixels = lambda key: frames_to_unit(jnp.asarray(np.stack([getattr(t, key) for _, _, t in cases])))
-    return {"text": enc.text_encoder(jnp.asarray(ids), jnp.asarray(mask)),
-            "source": enc.codec.encode(pixels("source_frames")), "latents": enc.codec.encode(pixels("frames"))}
+    """The trainer's encoding (host_arrays, then the jitted encoders) of (scene, edit, truth) cases."""
+    raw = {"instruction": [e.instruction for _, e, _ in cases], "target": np.stack([t.frames for _, _, t in cases]),
+           "source": np.stack([t.source_frames for _, _, t in cases])}
+    out = encode_fn(host_arrays(enc, raw, c.data.image_edit_prefix))
+    return {k: out[k] for k in ("text", "source", "latents")}
 
   start = time.time()
   train_cases = [case(i, 5) for i in range(4000)]

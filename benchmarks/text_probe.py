@@ -37,9 +37,8 @@ from sama_jax.data.synthetic_edits import EDIT_KINDS
 from sama_jax.data.synthetic_metrics import ground_truth
 from sama_jax.diffusion.flow import interpolate
 from sama_jax.diffusion.schedule import sample_training_sigmas
-from sama_jax.encoders import build_encoders, frames_to_unit
+from sama_jax.encoders import build_encoders, host_arrays, make_encode_fn
 from sama_jax.models import SamaDiT
-from sama_jax.models.text import clean_text, tokenize
 
 PROBE_SIGMAS = (1.0, 0.6, 0.3, 0.1)
 
@@ -63,14 +62,16 @@ def main():
   def example(index, seed):
     scene, edit = world_case("video_edit", index, seed, frames=frames, height=height, width=width, kinds=kinds)
     truth = ground_truth(scene, edit)
-    return c.data.video_edit_prefix + edit.instruction, truth.source_frames, truth.frames
+    return edit.instruction, truth.source_frames, truth.frames
+
+  encode_fn = make_encode_fn(enc)
 
   def encode(items):
+    """The trainer's encoding (host_arrays, then the jitted encoders) of (instruction, source, target) items."""
     instructions, sources, targets = zip(*items)
-    ids, mask = tokenize(enc.tokenizer, [clean_text(s) for s in instructions], enc.text_len)
-    return {"text": enc.text_encoder(jnp.asarray(ids), jnp.asarray(mask)),
-            "source": enc.codec.encode(frames_to_unit(jnp.asarray(np.stack(sources)))),
-            "latents": enc.codec.encode(frames_to_unit(jnp.asarray(np.stack(targets))))}
+    raw = {"instruction": list(instructions), "target": np.stack(targets), "source": np.stack(sources)}
+    out = encode_fn(host_arrays(enc, raw, c.data.video_edit_prefix))
+    return {k: out[k] for k in ("text", "source", "latents")}
 
   start = time.time()
   train = [example(i, 5) for i in range(a.examples)]
