@@ -13,6 +13,7 @@ one step (the x0 prediction at σ = 1) and in 4 Euler steps. Nothing is asserted
 """
 
 import argparse
+import ast
 import functools
 import time
 
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from PIL import Image
 from flax import nnx
 
 from sama_jax.config import load_config
@@ -44,6 +46,11 @@ def main():
   p.add_argument("--edit-weight", type=float, default=0.0, help="train.edit_weight")
   p.add_argument("--source-mode", choices=("token", "channel"), default=None)
   p.add_argument("--patch", type=int, default=None, help="spatial patch size (the world config: 2)")
+  p.add_argument("--text-local-bias", type=float, default=None,
+                 help="encoders.world_text_local_bias (0: the text encoder's features ignore word order)")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override a config entry, e.g. model.ffn_dim=1024 (Python literal values)")
+  p.add_argument("--save", default="", help="write a PNG of the first 16 test pairs (source | truth | 4 steps)")
   a = p.parse_args()
   kinds = EDIT_KINDS if a.kinds == "all" else tuple(a.kinds.split(","))
   c = load_config("configs/stage2_tiny.py")
@@ -51,6 +58,15 @@ def main():
     c.model.source_mode = a.source_mode
   if a.patch:
     c.model.patch_size = (1, a.patch, a.patch)
+  for item in a.set:
+    key, value = item.split("=", 1)
+    *path, name = key.split(".")
+    node = c
+    for part in path:
+      node = node[part]
+    node[name] = ast.literal_eval(value)
+  if a.text_local_bias is not None:
+    c.encoders.world_text_local_bias = a.text_local_bias
   height, width = c.data.resolution[1], c.data.resolution[0]
   enc = build_encoders(c.encoders)
 
@@ -110,6 +126,11 @@ def main():
 
   def score(params, num_steps):
     pixels = np.asarray(jnp.clip((enc.codec.decode(sample(params, num_steps)) + 1.0) * 127.5, 0, 255))
+    if a.save and num_steps == 4:
+      rows = [np.concatenate([t.source_frames[0], t.frames[0], pixels[i, 0].astype(np.uint8)], axis=1)
+              for i, (_, _, t) in enumerate(test_cases[:16])]
+      Image.fromarray(np.concatenate(rows, axis=0)).resize((96 * 4, 16 * 32 * 4), Image.NEAREST).save(a.save)
+      print("\n".join(f"{i}: {e.instruction}" for i, (_, e, _) in enumerate(test_cases[:16])))
     table = summarise([evaluate_edit(pixels[i], scene, edit) for i, (scene, edit, _) in enumerate(test_cases)])
     return " ".join(f"{k} {100 * v['success']:.0f}%" for k, v in table.items()) + f", PSNR {table['all']['psnr']:.1f} dB"
 

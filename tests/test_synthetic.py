@@ -320,6 +320,19 @@ def test_ground_truth_scores_perfectly_and_identity_fails(kind):
     assert not edit_success(truth.source_frames, scene, edit)
 
 
+def test_a_removal_must_show_what_was_behind_the_object():
+  scene, edit = case("remove", 0)
+  truth = ground_truth(scene, edit)
+  where = truth.source_visible[:, edit.target] >= 0.5
+  # The old colour is gone in both, but neither shows the background behind the object.
+  darkened = truth.frames.copy()
+  darkened[where] = (truth.source_frames[where] * 0.4).astype(np.uint8)
+  noise = np.random.default_rng(0).integers(0, 256, truth.frames.shape, dtype=np.uint8)
+  for wrong in (darkened, noise):
+    assert not edit_success(wrong, scene, edit)
+  assert edit_success(truth.frames, scene, edit)
+
+
 def test_unmatched_instruction_is_answered_by_the_unchanged_video():
   rng = np.random.default_rng(4)
   scene = sample_scene(rng)

@@ -99,6 +99,14 @@ def test_non_finite_loss_stops_with_the_step_and_metric(tmp_path):
     train(config, str(tmp_path))
 
 
+def test_channel_mode_with_shortened_speed_sources_is_refused_before_compiling(tmp_path):
+  config = small(STAGE1, 1, **{"model.source_mode": "channel", "data.pretext.speed_mode": "subsample",
+                                "data.pretext.mix.speed": 3.0})
+  with pytest.raises(ValueError, match="speed_mode='time_warp'"):
+    train(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
 def devices(n):
   return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
 

@@ -9,7 +9,8 @@ SYNTHETIC_WORLD.md "Measurements":
   skipped): recolour = most pixels inside the object's true mask have the new colour
   as their nearest palette colour; replace / add = the pixels of the new colour around
   the object match a render of the true shape best among the four shapes, with
-  IoU >= SHAPE_IOU; remove = almost none of the old colour is left where the object was; background =
+  IoU >= SHAPE_IOU; remove = most pixels where the object was show what the ground truth
+  shows there (within MATCH_DISTANCE: the background, or an object it hid); background =
   most pure-background pixels have the new colour; unmatched = every object keeps its
   colour and the background keeps its palette colours.
 - preservation: PSNR against the ground truth outside the edited region.
@@ -39,8 +40,6 @@ SUCCESS_SHARE = 0.75
 # between palette colours (86) and between an object and its background (70).
 MATCH_DISTANCE = 35.0
 SHAPE_IOU = 0.5
-# A removal succeeds while under this share of the object's old pixels keep its colour.
-REMOVE_RESIDUE = 0.25
 WINDOW_MARGIN = 3.0  # pixels around an object's extent searched for it
 PSNR_CAP_DB = 100.0  # stands in for infinity when averaging
 
@@ -166,9 +165,8 @@ def edit_success_frames(pred, scene: Scene, edit: Edit, truth: Truth | None = No
       ok[t] = not core.any() or _colour_share(pred[t][core], edit.colour) >= SUCCESS_SHARE
     elif edit.kind == "remove":
       where = truth.source_visible[t, edit.target] >= 0.5
-      colour = scene.objects[edit.target].colour
-      left = colour_match(pred[t:t + 1], colour)[0] & ~colour_match(truth.frames[t:t + 1], colour)[0]
-      ok[t] = not where.any() or left[where].mean() < REMOVE_RESIDUE
+      close = np.linalg.norm(pred[t] - truth.frames[t].astype(np.float32), axis=-1) <= MATCH_DISTANCE
+      ok[t] = not where.any() or close[where].mean() >= SUCCESS_SHARE
     elif edit.kind == "background":
       ground = truth.visible[t].sum(axis=0) < 1e-4
       ok[t] = not ground.any() or _colour_share(pred[t][ground], edit.colour) >= SUCCESS_SHARE

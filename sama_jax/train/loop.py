@@ -48,8 +48,15 @@ def initialize_distributed(run) -> None:
 
 
 def check_compatible(config, encoders) -> None:
-  """The DiT's input widths must be the encoders' output widths."""
+  """The DiT's input widths must be the encoders' output widths, and in channel mode every
+  source as long as its target."""
   m = config.model
+  d = config.data
+  if (m.source_mode == "channel" and d.pretext.speed_mode == "subsample" and d.pretext.mix.speed > 0
+      and d[config.stage].clip > 0):
+    raise ValueError("model.source_mode='channel' needs each source as long as its target, but "
+                     "data.pretext.speed_mode='subsample' shortens the speed task's source; use "
+                     "data.pretext.speed_mode='time_warp' or set data.pretext.mix.speed=0")
   pairs = [("model.in_channels", m.in_channels, "latent channels", encoders.latent_channels),
            ("model.text_dim", m.text_dim, "text encoder width", encoders.text_dim)]
   if encoders.semantic_dim is not None:
