@@ -9,7 +9,8 @@ it) with AdamW and a warmup-cosine schedule on one-frame world edits (image-edit
 the given kinds; 4000 distinct pairs), the flow loss of the trainer on x0 predictions
 (plain x0 MSE: x0_sigma_floor 1) times train.edit_weight's weights, and prints the edit
 success per kind and the preservation PSNR (synthetic_metrics) on 96 new pairs, edited in
-one step (the x0 prediction at σ = 1) and in 4 Euler steps. Nothing is asserted.
+one step (the x0 prediction at σ = 1) and in 4 Euler steps (--sample-steps). Nothing is
+asserted.
 """
 
 import argparse
@@ -50,8 +51,11 @@ def main():
                  help="encoders.world_text_local_bias (0: the text encoder's features ignore word order)")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config entry, e.g. model.ffn_dim=1024 (Python literal values)")
-  p.add_argument("--save", default="", help="write a PNG of the first 16 test pairs (source | truth | 4 steps)")
+  p.add_argument("--sample-steps", default="1,4", help="comma-separated Euler step counts to score")
+  p.add_argument("--save", default="", help="write a PNG of the first 16 test pairs (source | truth | "
+                                            "the last --sample-steps count)")
   a = p.parse_args()
+  sample_steps = [int(n) for n in a.sample_steps.split(",")]
   kinds = EDIT_KINDS if a.kinds == "all" else tuple(a.kinds.split(","))
   c = load_config("configs/stage2_tiny.py")
   if a.source_mode:
@@ -126,7 +130,7 @@ def main():
 
   def score(params, num_steps):
     pixels = np.asarray(jnp.clip((enc.codec.decode(sample(params, num_steps)) + 1.0) * 127.5, 0, 255))
-    if a.save and num_steps == 4:
+    if a.save and num_steps == sample_steps[-1]:
       rows = [np.concatenate([t.source_frames[0], t.frames[0], pixels[i, 0].astype(np.uint8)], axis=1)
               for i, (_, _, t) in enumerate(test_cases[:16])]
       Image.fromarray(np.concatenate(rows, axis=0)).resize((96 * 4, 16 * 32 * 4), Image.NEAREST).save(a.save)
@@ -136,14 +140,14 @@ def main():
 
   rng = np.random.default_rng(0)
   start = time.time()
-  print("step | seconds | loss | success per kind and PSNR: one step | 4 steps")
+  print("step | seconds | loss | success per kind and PSNR: " + " | ".join(f"{n} steps" for n in sample_steps))
   for i in range(a.steps):
     chosen = rng.integers(0, 4000, a.batch)  # one draw: text, source and target of the same pairs
     batch = {k: v[chosen] for k, v in train.items()}
     params, opt_state, loss = step(params, opt_state, batch, jax.random.key(i))
     if (i + 1) % a.every == 0 or i + 1 == a.steps:
-      print(f"{i + 1} | {time.time() - start:.0f} | {float(loss):.4f} | {score(params, 1)} | {score(params, 4)}",
-            flush=True)
+      scores = " | ".join(score(params, n) for n in sample_steps)
+      print(f"{i + 1} | {time.time() - start:.0f} | {float(loss):.4f} | {scores}", flush=True)
 
 
 if __name__ == "__main__":

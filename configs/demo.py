@@ -1,7 +1,7 @@
 # The built-in demo: a tiny SAMA trained on the synthetic world, stage 1 then stage 2,
 # evaluated on held-out clips after each stage (configs/stage1_tiny.py has the model).
-#   python -m sama_jax.demo                    # default preset, about 17 minutes on 2 CPU cores
-#   python -m sama_jax.demo --preset smoke     # about 2 minutes, mostly compilation: checks the whole path
+#   python -m sama_jax.demo                    # default preset, about 15 minutes on 2 CPU cores
+#   python -m sama_jax.demo --preset smoke     # under 2 minutes, mostly compilation: checks the whole path
 #   python -m sama_jax.demo --preset full      # longer training for the science table
 # writes runs/demo/{stage1,stage2} (checkpoints, TensorBoard), results.md / results.json
 # and previews/ (source | ground truth | stage 1 | stage 2 strips and GIFs).

@@ -61,7 +61,14 @@ def main(argv=None) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--preset", default="default", choices=["smoke", "default", "full"])
   p.add_argument("--workdir", default=os.path.join("runs", "demo"))
+  p.add_argument("--no-xla-cache", action="store_true",
+                 help="do not keep compiled programs in WORKDIR/xla_cache (stage 2 and the second "
+                      "evaluation reuse stage 1's; a rerun reuses all)")
   a = p.parse_args(argv)
+  if not a.no_xla_cache:
+    import jax
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(a.workdir, "xla_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   logging.basicConfig(level=logging.WARNING)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
