@@ -113,6 +113,7 @@ def build_encoders(c: ml_collections.ConfigDict, tokenizer_dir: str | None = Non
     d = c.world_text_dim
     text_encoder = UMT5Encoder(umt5_config(vocab_size=len(tokenizer), d_model=d, d_kv=d // 4, num_heads=4,
                                            d_ff=2 * d, num_layers=2, text_len=c.text_len), rngs)
+    # A config saved before this option existed keeps the encoder its model was trained with.
     if c.get("world_text_local_bias", 0.0):
       bias = text_encoder.blocks.attn.relative_bias
       bias[...] = bias[...] + local_bias(text_encoder.config, c.world_text_local_bias)
