@@ -28,6 +28,7 @@ from flax import nnx
 from sama_jax.config import load_config
 from sama_jax.data.synthetic import world_case
 from sama_jax.data.synthetic_edits import EDIT_KINDS
+from sama_jax.data.synthetic_grammar import parse_instruction
 from sama_jax.data.synthetic_metrics import evaluate_edit, ground_truth, summarise
 from sama_jax.diffusion.flow import interpolate
 from sama_jax.diffusion.schedule import sample_training_sigmas
@@ -51,6 +52,8 @@ def main():
                  help="encoders.world_text_local_bias (0: the text encoder's features ignore word order)")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config entry, e.g. model.ffn_dim=1024 (Python literal values)")
+  p.add_argument("--colour-refs", action="store_true",
+                 help="only edits whose reference names the object's colour ('the red circle', not 'the circle')")
   p.add_argument("--sample-steps", default="1,4", help="comma-separated Euler step counts to score")
   p.add_argument("--save", default="", help="write a PNG of the first 16 test pairs (source | truth | "
                                             "the last --sample-steps count)")
@@ -75,8 +78,11 @@ def main():
   enc = build_encoders(c.encoders)
 
   def case(index, seed):
-    scene, edit = world_case("image_edit", index, seed, frames=1, height=height, width=width, kinds=kinds)
-    return scene, edit, ground_truth(scene, edit)
+    while True:  # --colour-refs: the next index whose reference names a colour
+      scene, edit = world_case("image_edit", index, seed, frames=1, height=height, width=width, kinds=kinds)
+      if not a.colour_refs or edit.kind in ("add", "background") or parse_instruction(edit.instruction)["ref_colour"]:
+        return scene, edit, ground_truth(scene, edit)
+      index += 100_000
 
   encode_fn = make_encode_fn(enc)
 
