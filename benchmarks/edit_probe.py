@@ -56,7 +56,7 @@ def main():
                  help="only edits whose reference names the object's colour ('the red circle', not 'the circle')")
   p.add_argument("--sample-steps", default="1,4", help="comma-separated Euler step counts to score")
   p.add_argument("--save", default="", help="write a PNG of the first 16 test pairs (source | truth | "
-                                            "the last --sample-steps count)")
+                                            "the last --sample-steps count) and their instructions to SAVE.txt")
   a = p.parse_args()
   sample_steps = [int(n) for n in a.sample_steps.split(",")]
   kinds = EDIT_KINDS if a.kinds == "all" else tuple(a.kinds.split(","))
@@ -67,11 +67,7 @@ def main():
     c.model.patch_size = (1, a.patch, a.patch)
   for item in a.set:
     key, value = item.split("=", 1)
-    *path, name = key.split(".")
-    node = c
-    for part in path:
-      node = node[part]
-    node[name] = ast.literal_eval(value)
+    c.update_from_flattened_dict({key: ast.literal_eval(value)})
   if a.text_local_bias is not None:
     c.encoders.world_text_local_bias = a.text_local_bias
   height, width = c.data.resolution[1], c.data.resolution[0]
@@ -139,8 +135,9 @@ def main():
     if a.save and num_steps == sample_steps[-1]:
       rows = [np.concatenate([t.source_frames[0], t.frames[0], pixels[i, 0].astype(np.uint8)], axis=1)
               for i, (_, _, t) in enumerate(test_cases[:16])]
-      Image.fromarray(np.concatenate(rows, axis=0)).resize((96 * 4, 16 * 32 * 4), Image.NEAREST).save(a.save)
-      print("\n".join(f"{i}: {e.instruction}" for i, (_, e, _) in enumerate(test_cases[:16])))
+      Image.fromarray(np.concatenate(rows, axis=0)).resize((3 * width * 4, 16 * height * 4), Image.NEAREST).save(a.save)
+      with open(a.save + ".txt", "w") as f:
+        f.write("\n".join(f"{i}: {e.instruction}" for i, (_, e, _) in enumerate(test_cases[:16])) + "\n")
     table = summarise([evaluate_edit(pixels[i], scene, edit) for i, (scene, edit, _) in enumerate(test_cases)])
     return " ".join(f"{k} {100 * v['success']:.0f}%" for k, v in table.items()) + f", PSNR {table['all']['psnr']:.1f} dB"
 
