@@ -31,7 +31,7 @@ from sama_jax.data.synthetic_edits import EDIT_KINDS
 from sama_jax.data.synthetic_grammar import parse_instruction
 from sama_jax.data.synthetic_metrics import evaluate_edit, ground_truth, summarise
 from sama_jax.diffusion.flow import interpolate
-from sama_jax.diffusion.schedule import sample_training_sigmas
+from sama_jax.diffusion.schedule import sample_training_sigmas, sampling_sigmas
 from sama_jax.encoders import build_encoders, host_arrays, make_encode_fn
 from sama_jax.models import SamaDiT
 from sama_jax.train.step import edit_weights
@@ -107,7 +107,7 @@ def main():
   def loss_fn(params, batch, key):
     x0 = batch["latents"]
     k_sigma, k_noise = jax.random.split(key)
-    sigma = (sample_training_sigmas(k_sigma, x0.shape[0], 3.0, True, False)[0] if a.sigma == "mixed"
+    sigma = (sample_training_sigmas(k_sigma, x0.shape[0], c.train.timestep_shift, True, False)[0] if a.sigma == "mixed"
              else jnp.full((x0.shape[0],), float(a.sigma)))
     x_t = interpolate(x0, jax.random.normal(k_noise, x0.shape), sigma)
     weights = edit_weights(x0, batch["source"], a.edit_weight)
@@ -121,10 +121,9 @@ def main():
 
   @functools.partial(jax.jit, static_argnums=1)
   def sample(params, num_steps):
-    """Euler in x0 form on the shift-3 schedule, from fixed noise."""
+    """Euler in x0 form on the editing schedule (edit.shift), from fixed noise."""
     x = jax.random.normal(jax.random.key(7), test["latents"].shape)
-    levels = jnp.linspace(1.0, 0.0, num_steps + 1)
-    levels = 3.0 * levels / (1.0 + 2.0 * levels)
+    levels = jnp.asarray(sampling_sigmas(num_steps, c.edit.shift), jnp.float32)
     for i in range(num_steps):
       x0 = predict(params, x, jnp.full((x.shape[0],), levels[i]), test)
       x = x0 + (levels[i + 1] / levels[i]) * (x - x0)
