@@ -3,14 +3,15 @@
     python benchmarks/edit_probe.py --kinds recolour --sigma 1 --edit-weight 10 --steps 600
     python benchmarks/edit_probe.py --kinds recolour --sigma 1 --edit-weight 10 --steps 600 --source-mode channel
     python benchmarks/edit_probe.py --source-mode channel --edit-weight 3 --steps 3000
+    python benchmarks/edit_probe.py --source-mode channel --edit-weight 3 --patch 1 --set train.edit_area_norm=True
 
 Trains the world config's DiT (configs/stage2_tiny.py; --source-mode and --patch override
 it) with AdamW and a warmup-cosine schedule on one-frame world edits (image-edit pairs of
 the given kinds; 4000 distinct pairs), the flow loss of the trainer on x0 predictions
-(plain x0 MSE: x0_sigma_floor 1) times train.edit_weight's weights, and prints the edit
-success per kind and the preservation PSNR (synthetic_metrics) on 96 new pairs, edited in
-one step (the x0 prediction at σ = 1) and in 4 Euler steps (--sample-steps). Nothing is
-asserted.
+(plain x0 MSE: x0_sigma_floor 1) times train.edit_weight's weights (area-normalised with
+--set train.edit_area_norm=True), and prints the edit success per kind and the
+preservation PSNR (synthetic_metrics) on 96 new pairs, edited in one step (the x0
+prediction at σ = 1) and in 4 Euler steps (--sample-steps). Nothing is asserted.
 """
 
 import argparse
@@ -110,7 +111,7 @@ def main():
     sigma = (sample_training_sigmas(k_sigma, x0.shape[0], c.train.timestep_shift, True, False)[0] if a.sigma == "mixed"
              else jnp.full((x0.shape[0],), float(a.sigma)))
     x_t = interpolate(x0, jax.random.normal(k_noise, x0.shape), sigma)
-    weights = edit_weights(x0, batch["source"], a.edit_weight)
+    weights = edit_weights(x0, batch["source"], a.edit_weight, c.train.edit_area_norm)
     return jnp.mean(weights * jnp.square(predict(params, x_t, sigma, batch) - x0))
 
   @jax.jit

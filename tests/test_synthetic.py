@@ -15,7 +15,7 @@ from sama_jax.data.synthetic import WORLD_KINDS, WorldSource, world_case, world_
 from sama_jax.data.synthetic_edits import (EDIT_KINDS, HELD_OUT, Edit, add_position, apply_edit,
                                            edit_from_instruction, edited_pairs, sample_edit,
                                            sample_unmatched_instruction)
-from sama_jax.data.synthetic_metrics import (edit_success, evaluate_edit, ground_truth, motion_error,
+from sama_jax.data.synthetic_metrics import (edit_region, edit_success, evaluate_edit, ground_truth, motion_error,
                                              preservation_psnr, summarise, temporal_flicker)
 from sama_jax.data.synthetic_render import render, render_layers, shape_coverage
 from sama_jax.data.synthetic_scene import (COLOURS, OBJECT_COLOURS, SHAPES, Background, Motion, Scene,
@@ -331,6 +331,24 @@ def test_a_removal_must_show_what_was_behind_the_object():
   for wrong in (darkened, noise):
     assert not edit_success(wrong, scene, edit)
   assert edit_success(truth.frames, scene, edit)
+
+
+@pytest.mark.parametrize("kind", ["recolour", "background", "add"])
+def test_an_edit_painted_over_the_whole_frame_is_no_edit(kind):
+  """The new colour everywhere puts it on the object (or the background) too; the rest of
+  the frame must keep its colours for the edit to count."""
+  scene, edit = case(kind, 0)
+  truth = ground_truth(scene, edit)
+  assert edit_success(truth.frames, scene, edit)
+  region = edit_region(scene, edit, truth)
+  cast = truth.frames.copy()
+  cast[~region] = COLOURS[edit.colour]  # the edit right, everything else in its colour
+  assert not edit_success(cast, scene, edit)
+  # A few wrong pixels outside the edit region are tolerated.
+  speckled = truth.frames.copy()
+  speckled[:, ::4, ::4] = COLOURS[edit.colour]
+  speckled[region] = truth.frames[region]
+  assert edit_success(speckled, scene, edit)
 
 
 def test_unmatched_instruction_is_answered_by_the_unchanged_video():

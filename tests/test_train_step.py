@@ -212,6 +212,34 @@ def test_edit_weight_scales_the_loss_where_the_target_differs_from_the_source(ed
   np.testing.assert_allclose(float(weighted["loss_flow"]), 0.01 * (1 + edit_weight / 8), rtol=1e-4)
 
 
+def test_area_normalised_edit_weight_gives_each_edit_the_same_weight_whatever_its_size():
+  """train.edit_area_norm: an example's loss is copy error + edit_weight · (mean error over
+  its edited latents), so an edit of 1/32 of the latents counts as much as one of 1/2."""
+  import jax.numpy as jnp
+
+  from sama_jax.train.step import compute_loss, edit_weights
+  rng = np.random.default_rng(2)
+  x0 = jnp.asarray(rng.standard_normal((2, 1, 4, 4, 2)), jnp.float32)  # 32 latents per example
+  changed = np.zeros(x0.shape, bool)
+  changed[0, 0, 0, 0, 0] = True  # example 0: 1 of 32 latents edited
+  changed[1, 0, :2] = True  # example 1: 16 of 32
+  source = jnp.where(jnp.asarray(changed), x0 + 0.5, x0)
+  w = np.asarray(edit_weights(x0, source, 3.0, area_normalised=True))
+  np.testing.assert_allclose(w[0][changed[0]], 1 + 3.0 * 32)
+  np.testing.assert_allclose(w[1][changed[1]], 1 + 3.0 * 2)
+  np.testing.assert_allclose(w[~changed], 1.0)
+  np.testing.assert_allclose(np.asarray(edit_weights(x0, x0, 3.0, area_normalised=True)), 1.0)  # no edit
+  # Through the loss: an error only on the edited latents costs the same in both examples.
+  c = train_config(per_sample_timesteps=True, loss_weighting=False, x0_sigma_floor=1.0, edit_weight=3.0,
+                   edit_area_norm=True)
+  pred = jnp.where(jnp.asarray(changed), x0 + 0.1, x0)
+
+  batch = {"latents": x0, "source": source, "text": jnp.zeros((2, 3, 8))}
+  _, aux = compute_loss(_X0Oracle(pred, jnp.zeros((2, 1, 1)), 0.0), batch, jax.random.key(0), c)
+  # mean over latents of (1 + 3·32)·0.01 on 1 of 32, and of (1 + 3·2)·0.01 on 16 of 32
+  np.testing.assert_allclose(float(aux["loss_flow"]), 0.5 * (97 / 32 + 7 / 2) * 0.01, rtol=1e-4)
+
+
 @pytest.mark.parametrize("field, value", [("schedule", "step"), ("grad_accum", 0), ("ema_decay", 1.0),
                                           ("x0_sigma_floor", 0.0), ("edit_weight", -1.0)])
 def test_bad_train_config_values_are_named(field, value):

@@ -12,7 +12,9 @@ SYNTHETIC_WORLD.md "Measurements":
   IoU >= SHAPE_IOU; remove = most pixels where the object was show what the ground truth
   shows there (within MATCH_DISTANCE: the background, or an object it hid); background =
   most pure-background pixels have the new colour; unmatched = every object keeps its
-  colour and the background keeps its palette colours.
+  colour and the background keeps its palette colours. Every other kind also needs most
+  pixels outside the edit region to keep their nearest palette colour (a colour cast
+  over the whole frame is no edit).
 - preservation: PSNR against the ground truth outside the edited region.
 - motion: centroid error (pixels) of the edited object (of all objects, for remove /
   background / unmatched): colour-segment the object inside a window around its true
@@ -156,20 +158,20 @@ def edit_success_frames(pred, scene: Scene, edit: Edit, truth: Truth | None = No
   """bool [T]: whether each frame shows the instructed edit (True where not measurable)."""
   pred = _check_pred(pred, scene)
   truth = truth or ground_truth(scene, edit)
-  ok = np.ones(scene.frames, bool)
+  ok = np.ones(scene.frames, bool) if edit.kind == "unmatched" else _rest_kept(pred, scene, edit, truth)
   if edit.kind in ("replace", "add"):
-    return _shape_frames(pred, truth, edit.target)
+    return ok & _shape_frames(pred, truth, edit.target)
   for t in range(scene.frames):
     if edit.kind == "recolour":
       core = _core(truth.visible[t, edit.target])
-      ok[t] = not core.any() or _colour_share(pred[t][core], edit.colour) >= SUCCESS_SHARE
+      ok[t] &= not core.any() or _colour_share(pred[t][core], edit.colour) >= SUCCESS_SHARE
     elif edit.kind == "remove":
       where = truth.source_visible[t, edit.target] >= 0.5
       close = np.linalg.norm(pred[t] - truth.frames[t].astype(np.float32), axis=-1) <= MATCH_DISTANCE
-      ok[t] = not where.any() or close[where].mean() >= SUCCESS_SHARE
+      ok[t] &= not where.any() or close[where].mean() >= SUCCESS_SHARE
     elif edit.kind == "background":
       ground = truth.visible[t].sum(axis=0) < 1e-4
-      ok[t] = not ground.any() or _colour_share(pred[t][ground], edit.colour) >= SUCCESS_SHARE
+      ok[t] &= not ground.any() or _colour_share(pred[t][ground], edit.colour) >= SUCCESS_SHARE
     else:  # unmatched: nothing may change colour
       for i, obj in enumerate(truth.edited.objects):
         core = _core(truth.visible[t, i])
@@ -178,6 +180,17 @@ def edit_success_frames(pred, scene: Scene, edit: Edit, truth: Truth | None = No
       if ground.any():
         same = nearest_colour(pred[t][ground]) == nearest_colour(truth.frames[t][ground].astype(np.float32))
         ok[t] &= same.mean() >= SUCCESS_SHARE
+  return ok
+
+
+def _rest_kept(pred: np.ndarray, scene: Scene, edit: Edit, truth: Truth) -> np.ndarray:
+  """bool [T]: most pixels outside the edit region keep the ground truth's nearest palette
+  colour, so an edit painted over the whole frame is no edit."""
+  keep = ~edit_region(scene, edit, truth)
+  ok = np.ones(scene.frames, bool)
+  for t in np.nonzero(keep.any(axis=(1, 2)))[0]:
+    same = nearest_colour(pred[t][keep[t]]) == nearest_colour(truth.frames[t][keep[t]].astype(np.float32))
+    ok[t] = same.mean() >= SUCCESS_SHARE
   return ok
 
 

@@ -57,6 +57,8 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   # Extra flow-loss weight on the latents the edit changes (|target − source| > 0.05):
   # 0 is the paper's plain loss; the world recipe raises it (train/step.py edit_weights).
   c.edit_weight = 0.0
+  # Divide each example's edit term by the share of latents its edit changes (step.py).
+  c.edit_area_norm = False
   c.task_names = TASK_NAMES
   # Classifier-free guidance needs the model to know the unconditional branch: replace the
   # instruction by the negative prompt with this probability (the paper does not say).

@@ -26,15 +26,23 @@ from sama_jax.train.optimizer import learning_rate_schedule
 EDIT_THRESHOLD = 0.05  # |target − source| above this (latent units) counts as edited
 
 
-def edit_weights(x0: jax.Array, source: jax.Array | None, edit_weight: float) -> jax.Array | float:
+def edit_weights(x0: jax.Array, source: jax.Array | None, edit_weight: float,
+                 area_normalised: bool = False) -> jax.Array | float:
   """Per-element flow-loss weights 1 + edit_weight · [|x0 − source| > EDIT_THRESHOLD]
   (train.edit_weight; 0, the paper's plain loss, gives 1). An edit that touches a few
   percent of the latents is a few percent of a plain loss, which the copy term drowns
-  (docs/results.md, finding 10). [B, F, H, W, C], or 1 without a same-shaped source."""
+  (docs/results.md, finding 10). With `area_normalised` (train.edit_area_norm) the edit
+  term of each example is divided by the share of its latents the edit changes, so the
+  mean loss is (copy term) + edit_weight · (mean error over the edited latents): a small
+  object's recolour weighs as much as a new background (finding 14).
+  [B, F, H, W, C], or 1 without a same-shaped source."""
   if not edit_weight or source is None or source.shape != x0.shape:
     return 1.0
-  edited = jnp.abs(x0.astype(jnp.float32) - source.astype(jnp.float32)) > EDIT_THRESHOLD
-  return 1.0 + edit_weight * edited.astype(jnp.float32)
+  edited = (jnp.abs(x0.astype(jnp.float32) - source.astype(jnp.float32)) > EDIT_THRESHOLD).astype(jnp.float32)
+  if area_normalised:
+    share = jnp.mean(edited, axis=tuple(range(1, edited.ndim)), keepdims=True)
+    edited = edited / jnp.maximum(share, 1.0 / edited[0].size)
+  return 1.0 + edit_weight * edited
 
 
 def compute_loss(model, batch: dict, rng: jax.Array, c):
@@ -61,7 +69,8 @@ def compute_loss(model, batch: dict, rng: jax.Array, c):
   target = velocity_target(x0, noise)
   if scale is not None:
     target = target * batch_broadcast(scale, target)
-  err = jnp.square(velocity - target) * edit_weights(x0, batch.get("source"), c.get("edit_weight", 0.0))
+  err = jnp.square(velocity - target) * edit_weights(x0, batch.get("source"), c.get("edit_weight", 0.0),
+                                                        c.get("edit_area_norm", False))
   per_example = jnp.mean(err.reshape(b, -1), axis=1) * weight  # [B]
   flow = jnp.mean(per_example)
   sem = jnp.zeros(()) if s0 is None else semantic_loss(s_pred, s0, s_noise, c.semantic_target, scale)
