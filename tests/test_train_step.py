@@ -229,14 +229,14 @@ def test_area_normalised_edit_weight_gives_each_edit_the_same_weight_whatever_it
   np.testing.assert_allclose(w[1][changed[1]], 1 + 3.0 * 2)
   np.testing.assert_allclose(w[~changed], 1.0)
   np.testing.assert_allclose(np.asarray(edit_weights(x0, x0, 3.0, area_normalised=True)), 1.0)  # no edit
-  # Through the loss: an error only on the edited latents costs the same in both examples.
+  # Through the loss: an error only on the edited latents gives both examples the same edit term.
   c = train_config(per_sample_timesteps=True, loss_weighting=False, x0_sigma_floor=1.0, edit_weight=3.0,
                    edit_area_norm=True)
   pred = jnp.where(jnp.asarray(changed), x0 + 0.1, x0)
-
   batch = {"latents": x0, "source": source, "text": jnp.zeros((2, 3, 8))}
   _, aux = compute_loss(_X0Oracle(pred, jnp.zeros((2, 1, 1)), 0.0), batch, jax.random.key(0), c)
-  # mean over latents of (1 + 3·32)·0.01 on 1 of 32, and of (1 + 3·2)·0.01 on 16 of 32
+  # Per example: copy term (the 0.01 error averaged over all 32 latents: 1/32 or 16/32 of
+  # it) + edit term 3 x 0.01 in both; i.e. (1 + 3·32)·0.01 on 1 of 32, (1 + 3·2)·0.01 on 16 of 32.
   np.testing.assert_allclose(float(aux["loss_flow"]), 0.5 * (97 / 32 + 7 / 2) * 0.01, rtol=1e-4)
 
 

@@ -176,22 +176,23 @@ def edit_success_frames(pred, scene: Scene, edit: Edit, truth: Truth | None = No
       for i, obj in enumerate(truth.edited.objects):
         core = _core(truth.visible[t, i])
         ok[t] &= not core.any() or _colour_share(pred[t][core], obj.colour) >= SUCCESS_SHARE
-      ground = truth.visible[t].sum(axis=0) < 1e-4
-      if ground.any():
-        same = nearest_colour(pred[t][ground]) == nearest_colour(truth.frames[t][ground].astype(np.float32))
-        ok[t] &= same.mean() >= SUCCESS_SHARE
+      ok[t] &= _colours_kept(pred[t], truth.frames[t], truth.visible[t].sum(axis=0) < 1e-4)
   return ok
+
+
+def _colours_kept(pred_t: np.ndarray, truth_t: np.ndarray, where: np.ndarray) -> bool:
+  """Whether most pixels `where` (bool [H, W]) keep the ground truth's nearest palette
+  colour (True when `where` is empty)."""
+  if not where.any():
+    return True
+  return (nearest_colour(pred_t[where]) == nearest_colour(truth_t[where].astype(np.float32))).mean() >= SUCCESS_SHARE
 
 
 def _rest_kept(pred: np.ndarray, scene: Scene, edit: Edit, truth: Truth) -> np.ndarray:
-  """bool [T]: most pixels outside the edit region keep the ground truth's nearest palette
-  colour, so an edit painted over the whole frame is no edit."""
+  """bool [T]: most pixels outside the edit region keep their colours, so an edit painted
+  over the whole frame is no edit."""
   keep = ~edit_region(scene, edit, truth)
-  ok = np.ones(scene.frames, bool)
-  for t in np.nonzero(keep.any(axis=(1, 2)))[0]:
-    same = nearest_colour(pred[t][keep[t]]) == nearest_colour(truth.frames[t][keep[t]].astype(np.float32))
-    ok[t] = same.mean() >= SUCCESS_SHARE
-  return ok
+  return np.array([_colours_kept(pred[t], truth.frames[t], keep[t]) for t in range(scene.frames)])
 
 
 def edit_success(pred, scene: Scene, edit: Edit, truth: Truth | None = None) -> bool:
