@@ -4,14 +4,18 @@
     python benchmarks/edit_probe.py --kinds recolour --sigma 1 --edit-weight 10 --steps 600 --source-mode channel
     python benchmarks/edit_probe.py --source-mode channel --edit-weight 3 --steps 3000
     python benchmarks/edit_probe.py --source-mode channel --edit-weight 3 --patch 1 --set train.edit_area_norm=True
+    python benchmarks/edit_probe.py --kinds recolour,remove --source-mode channel --edit-weight 3 \
+        --set model.scale_input=True --set "data.world.radius=(0.16,0.24)" --text-dropout 0.1 --guidance 3
 
-Trains the world config's DiT (configs/stage2_tiny.py; --source-mode and --patch override
-it) with AdamW and a warmup-cosine schedule on one-frame world edits (image-edit pairs of
-the given kinds; 4000 distinct pairs), the flow loss of the trainer on x0 predictions
-(plain x0 MSE: x0_sigma_floor 1) times train.edit_weight's weights (area-normalised with
---set train.edit_area_norm=True), and prints the edit success per kind and the
-preservation PSNR (synthetic_metrics) on 96 new pairs, edited in one step (the x0
-prediction at σ = 1) and in 4 Euler steps (--sample-steps). Nothing is asserted.
+Trains the world config's DiT (configs/stage2_tiny.py; --source-mode, --patch and --set
+override it) with AdamW and a warmup-cosine schedule on one-frame world edits (image-edit
+pairs of the given kinds in the config's world, data.world; 4000 distinct pairs), the flow
+loss of the trainer on x0 predictions (plain x0 MSE: x0_sigma_floor 1) times
+train.edit_weight's weights (area-normalised with --set train.edit_area_norm=True), with
+--text-dropout of the instructions replaced by the negative prompt, and prints the edit
+success per kind and the preservation PSNR (synthetic_metrics) on 96 new pairs, edited in
+one step (the x0 prediction at σ = 1) and in 4 Euler steps (--sample-steps), with text
+guidance --guidance. Nothing is asserted.
 """
 
 import argparse
@@ -27,6 +31,7 @@ from PIL import Image
 from flax import nnx
 
 from sama_jax.config import load_config
+from sama_jax.data.config import world_options
 from sama_jax.data.synthetic import world_case
 from sama_jax.data.synthetic_edits import EDIT_KINDS
 from sama_jax.data.synthetic_grammar import parse_instruction
@@ -44,7 +49,8 @@ def main():
   p.add_argument("--every", type=int, default=500, help="score every this many steps")
   p.add_argument("--lr", type=float, default=1e-3)
   p.add_argument("--batch", type=int, default=16)
-  p.add_argument("--kinds", default="all", help="comma-separated edit kinds, or 'all'")
+  p.add_argument("--kinds", default="all", help="comma-separated edit kinds, or 'all' (every kind the "
+                                                "world has, whatever data.world.edit_kinds says)")
   p.add_argument("--sigma", default="mixed", help="a fixed level in (0, 1], or 'mixed' (the trainer's draw)")
   p.add_argument("--edit-weight", type=float, default=0.0, help="train.edit_weight")
   p.add_argument("--source-mode", choices=("token", "channel"), default=None)
@@ -55,6 +61,10 @@ def main():
                  help="override a config entry, e.g. model.ffn_dim=1024 (Python literal values)")
   p.add_argument("--colour-refs", action="store_true",
                  help="only edits whose reference names the object's colour ('the red circle', not 'the circle')")
+  p.add_argument("--text-dropout", type=float, default=0.0,
+                 help="share of training pairs whose instruction is the negative prompt (train.text_dropout)")
+  p.add_argument("--guidance", type=float, default=1.0,
+                 help="text guidance scale of the sampler (edit.guidance; needs --text-dropout > 0)")
   p.add_argument("--sample-steps", default="1,4", help="comma-separated Euler step counts to score")
   p.add_argument("--save", default="", help="write a PNG of the first 16 test pairs (source | truth | "
                                             "the last --sample-steps count) and their instructions to SAVE.txt")
@@ -72,16 +82,21 @@ def main():
   if a.text_local_bias is not None:
     c.encoders.world_text_local_bias = a.text_local_bias
   height, width = c.data.resolution[1], c.data.resolution[0]
+  sampling = world_options(c.data)["sampling"]  # e.g. --set data.world.radius=(0.16,0.24)
   enc = build_encoders(c.encoders)
 
   def case(index, seed):
     while True:  # --colour-refs: the next index whose reference names a colour
-      scene, edit = world_case("image_edit", index, seed, frames=1, height=height, width=width, kinds=kinds)
+      scene, edit = world_case("image_edit", index, seed, frames=1, height=height, width=width, kinds=kinds,
+                                sampling=sampling)
       if not a.colour_refs or edit.kind in ("add", "background") or parse_instruction(edit.instruction)["ref_colour"]:
         return scene, edit, ground_truth(scene, edit)
       index += 100_000
 
   encode_fn = make_encode_fn(enc)
+
+  def raw_frames(cases):
+    return np.stack([t.frames for _, _, t in cases])
 
   def encode(cases):
     """The trainer's encoding (host_arrays, then the jitted encoders) of (scene, edit, truth) cases."""
@@ -96,6 +111,8 @@ def main():
   train = {k: jnp.concatenate([chunk[k] for chunk in chunks]) for k in chunks[0]}
   test_cases = [case(i, 777) for i in range(96)]
   test = encode(test_cases)
+  negative = encode_fn(host_arrays(enc, {"instruction": [c.edit.negative_prompt], "target": raw_frames(test_cases[:1]),
+                                         "source": raw_frames(test_cases[:1])}))["text"]
   print(f"4000 training pairs of {kinds} encoded in {time.time() - start:.0f} s", flush=True)
   graphdef, params = nnx.split(SamaDiT(c.model, nnx.Rngs(0)), nnx.Param)
   optimizer = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, a.lr, min(100, a.steps // 10), a.steps,
@@ -107,7 +124,9 @@ def main():
 
   def loss_fn(params, batch, key):
     x0 = batch["latents"]
-    k_sigma, k_noise = jax.random.split(key)
+    k_sigma, k_noise, k_drop = jax.random.split(key, 3)
+    dropped = jax.random.uniform(k_drop, (x0.shape[0], 1, 1)) < a.text_dropout
+    batch = {**batch, "text": jnp.where(dropped, negative, batch["text"])}
     sigma = (sample_training_sigmas(k_sigma, x0.shape[0], c.train.timestep_shift, True, False)[0] if a.sigma == "mixed"
              else jnp.full((x0.shape[0],), float(a.sigma)))
     x_t = interpolate(x0, jax.random.normal(k_noise, x0.shape), sigma)
@@ -126,7 +145,11 @@ def main():
     x = jax.random.normal(jax.random.key(7), test["latents"].shape)
     levels = jnp.asarray(sampling_sigmas(num_steps, c.edit.shift), jnp.float32)
     for i in range(num_steps):
-      x0 = predict(params, x, jnp.full((x.shape[0],), levels[i]), test)
+      sigma = jnp.full((x.shape[0],), levels[i])
+      x0 = predict(params, x, sigma, test)
+      if a.guidance != 1.0:  # guidance on x0 is guidance on the velocity: v is affine in x0 at fixed x
+        unconditional = predict(params, x, sigma, {**test, "text": jnp.broadcast_to(negative, test["text"].shape)})
+        x0 = unconditional + a.guidance * (x0 - unconditional)
       x = x0 + (levels[i + 1] / levels[i]) * (x - x0)
     return x
 

@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from sama_jax.edit import edit, load_bundle
-from sama_jax.eval.world import evaluate, trained_world_shape
+from sama_jax.eval.world import evaluate, trained_world
 from sama_jax.models.quant import WEIGHT_FORMATS, weight_bytes
 
 
@@ -32,7 +32,7 @@ def main():
   p.add_argument("--clips", type=int, default=48)
   p.add_argument("--seed", type=int, default=1000, help="held-out world seed (the demo's)")
   a = p.parse_args()
-  shape = trained_world_shape(a.checkpoint)
+  world = trained_world(a.checkpoint)
   outputs, rows = {}, []
   for weights in WEIGHT_FORMATS:
     bundle = load_bundle(a.checkpoint, weights=weights)
@@ -42,7 +42,7 @@ def main():
       edits.append(edit(bundle, frames, instruction))
       return edits[-1]
 
-    _, table, _ = evaluate(editor, num_clips=a.clips, seed=a.seed, desc=weights, **shape)
+    _, table, _ = evaluate(editor, num_clips=a.clips, seed=a.seed, desc=weights, **world)
     outputs[weights] = edits
     agreement = np.mean([psnr(x, y) for x, y in zip(edits, outputs["float32"])])
     rows.append((weights, table["all"], agreement, weight_bytes(nnx.state(bundle.model)) / 2 ** 20))

@@ -119,7 +119,7 @@ def main():
   rows = {name: [] for name in methods}
   drifts = {name: [] for name in [*methods, "ground truth"]}
   seconds = {name: 0.0 for name in methods}
-  for n, (scene, edit_, truth) in enumerate(eval_cases(a.clips, a.seed, a.frames, a.height, a.width)):
+  for n, (scene, edit_, truth) in enumerate(eval_cases(a.clips, a.seed, frames=a.frames, height=a.height, width=a.width)):
     mask = edited_mask(edit_, truth)
     drifts["ground truth"].append(colour_drift(truth.frames, mask, a.window))
     for name, editor in methods.items():

@@ -13,7 +13,7 @@ import itertools
 import os
 
 from sama_jax.edit import edit, load_bundle
-from sama_jax.eval.world import evaluate, trained_world_shape
+from sama_jax.eval.world import evaluate, trained_world
 
 
 def main():
@@ -25,13 +25,13 @@ def main():
   p.add_argument("--clips", type=int, default=24)
   p.add_argument("--seed", type=int, default=1000, help="held-out world seed (the demo's)")
   a = p.parse_args()
-  shape = trained_world_shape(a.checkpoint)
+  world = trained_world(a.checkpoint)
   bundle = load_bundle(a.checkpoint)
   rows = []
   for steps, shift, guidance in itertools.product(a.steps, a.shift, a.guidance):
     options = dict(steps=steps, shift=shift, guidance=guidance)
     _, table, _ = evaluate(lambda f, i: edit(bundle, f, i, **options), num_clips=a.clips, seed=a.seed,
-                           desc=f"steps {steps} shift {shift} g {guidance}", **shape)
+                           desc=f"steps {steps} shift {shift} g {guidance}", **world)
     rows.append((options, table["all"]))
   print(f"\n{a.clips} held-out world clips, {a.checkpoint}")
   print("| steps | shift | guidance | all success | PSNR dB | flicker |")

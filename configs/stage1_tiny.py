@@ -19,8 +19,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # World encoders: patch codec (4x4 space-to-depth: 48 latent channels), tiny umT5 and SigLIP.
   c.encoders = encoders_config(codec="patch", codec_factor=4, text_len=24, world_text_dim=32,
                                world_siglip_dim=48, world_image_size=32, world_semantic_grid=2)
-  # Width 256 > the 192 features of a token (2x2 patch of 48 latent channels): a narrower
-  # residual stream cannot carry the (incompressible) noise the velocity must predict.
+  # One latent position (4x4 pixels, 48 channels) per token, width 128: with 8x8-pixel
+  # tokens the tiny DiT cannot tell which pixels of a token are the named object
+  # (docs/results.md findings 13-15); 4x the tokens of 2x2 patches.
+  # The blocks see (1 - sigma)·x_sigma (model.scale_input): at sigma = 1 the pure-noise
+  # input would drown the source features it shares a token with (finding 15).
   # x0 prediction with the source skip (x̂0 = source + head): a model trained from scratch
   # starts out copying its source instead of having to learn to (docs/results.md); such a
   # model cannot be exported to PyTorch Wan / SAMA code.
@@ -29,15 +32,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # thousands of steps to learn to look up the source token at its own position, and
   # until then it cannot see what it edits (docs/results.md finding 10). Half the tokens,
   # so a step costs about half as much.
-  c.model = model_config(dim=256, ffn_dim=512, num_heads=4, num_layers=4, in_channels=48, out_channels=48,
-                         text_dim=32, freq_dim=64, semantic_dim=48, semantic_hidden_dim=64,
-                         num_semantic_tokens=5, prediction="x0", source_skip=True, source_mode="channel")
+  c.model = model_config(dim=128, ffn_dim=512, num_heads=4, num_layers=4, in_channels=48, out_channels=48,
+                         patch_size=(1, 1, 1), text_dim=32, freq_dim=64, semantic_dim=48, semantic_hidden_dim=64,
+                         num_semantic_tokens=5, prediction="x0", source_skip=True, source_mode="channel",
+                         scale_input=True)
   # Every edit instruction carries the released model's prompt prefix, so stage-1 image
   # edits and stage-2 video edits are prompted the way `edit` prompts them.
   # Four images per video in a batch, the paper's 448 : 112.
   c.data = data_config(resolution=(32, 32), num_frames=9, image_batch_size=16, video_batch_size=4,
                        image_edit_prefix="[Video edit] ", video_edit_prefix="[Video edit] ")
   c.data.pretext.speed_mode = "time_warp"  # channel mode needs a source as long as the target
+  # The world's edits are narrowed to the two kinds the demo's targets name: mixed with
+  # background, add and replace edits the tiny DiT learns none (finding 15).
+  c.data.world.edit_kinds = ("recolour", "remove")
+  # Three image-edit batches per pretext-clip batch: an image pair teaches an edit at a
+  # ninth of a 9-frame clip's cost, and the demo's budget holds too few edits otherwise.
+  c.data.stage1.image_edit, c.data.stage1.clip = 3.0, 1.0
   # The world recipe departs from the paper's (docs/results.md): a tiny model trained from
   # scratch, with a high learning rate. DiffSynth's Gaussian loss weight is ~0 at sigma ~ 1,
   # where the shift puts most draws, so uniform weights over per-example levels. The x0

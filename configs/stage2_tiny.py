@@ -11,6 +11,7 @@ from sama_jax.config import load_config
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "stage1_tiny.py"))
   c.stage = "stage2"
-  c.data.stage2.video_edit, c.data.stage2.image_edit = 1.0, 0.25  # some image edits stay in the mix
+  # As many image-edit batches as video-edit batches: more edits per second (stage1_tiny.py).
+  c.data.stage2.video_edit, c.data.stage2.image_edit = 1.0, 1.0
   c.train.total_steps = 400
   return c

@@ -55,6 +55,12 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   # have one shape), so a model starts out copying its source. For models trained from
   # scratch (the synthetic world); off for Wan / SAMA weights (docs/architecture.md).
   c.source_skip = False
+  # Scaled input: the blocks see (1 − σ)·x_σ instead of x_σ, so at σ = 1 (pure noise, most
+  # of the shifted training draws) the noisy input is zero and cannot drown the source
+  # features a channel-mode token shares with it. Needs prediction="x0" (a velocity
+  # ε − x0 cannot be read from a zeroed input). Not in Wan: for models trained from
+  # scratch (the synthetic world); not exportable to PyTorch (docs/architecture.md).
+  c.scale_input = False
   # Numerics.
   c.dtype = "float32"  # compute dtype of matmuls; norms, modulation and softmax stay float32
   c.param_dtype = "float32"
@@ -83,8 +89,12 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
   choice("param_dtype", DTYPES)
   choice("sequence_parallel", SEQUENCE_PARALLEL)
   choice("prediction", PREDICTIONS)
-  if not isinstance(c.get("source_skip", False), bool):
-    raise ValueError(f"model.source_skip={c.source_skip!r}; expected True or False")
+  for name in ("source_skip", "scale_input"):
+    if not isinstance(c.get(name, False), bool):
+      raise ValueError(f"model.{name}={c[name]!r}; expected True or False")
+  if c.get("scale_input", False) and c.prediction != "x0":
+    raise ValueError(f"model.scale_input=True needs model.prediction='x0' (got {c.prediction!r}): at σ = 1 "
+                     "the scaled input is zero, and a velocity ε − x0 cannot be predicted without ε")
   if c.dim % c.num_heads:
     raise ValueError(f"model.dim={c.dim} is not divisible by model.num_heads={c.num_heads}")
   head_dim = c.dim // c.num_heads

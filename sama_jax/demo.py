@@ -73,6 +73,7 @@ def main(argv=None) -> int:
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
 
+  from sama_jax.data.config import world_options
   from sama_jax.edit import edit, load_bundle
   from sama_jax.eval.world import evaluate, identity, markdown_table
   from sama_jax.train.loop import train
@@ -81,8 +82,7 @@ def main(argv=None) -> int:
   start = time.time()
   s1, s2 = os.path.join(a.workdir, "stage1"), os.path.join(a.workdir, "stage2")
   data = c.stage1.data
-  world = dict(num_clips=c.eval.num_clips, seed=c.eval.seed, frames=data.num_frames,
-               height=data.resolution[1], width=data.resolution[0], keep=c.eval.previews)
+  world = dict(num_clips=c.eval.num_clips, seed=c.eval.seed, keep=c.eval.previews, **world_options(data))
 
   print(f"[1/4] stage 1: factorized pre-training, {c.stage1.train.total_steps} steps -> {s1}")
   train(c.stage1, s1)

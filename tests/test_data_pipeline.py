@@ -284,6 +284,27 @@ def test_stage2_mixes_world_video_edits_with_image_pairs_and_pretext_clips():
       assert all(s.startswith("[Video edit] ") for s in b["instruction"])
 
 
+def test_world_block_sets_the_edit_kinds_and_object_sizes_of_every_world_source():
+  from sama_jax.data.config import world_options
+  from sama_jax.data.synthetic_edits import EDIT_KINDS
+  from sama_jax.data.synthetic import world_case
+  from sama_jax.data.synthetic_grammar import parse_instruction
+  config = tiny(stage2={"video_edit": 1.0, "image_edit": 1.0, "clip": 0.0},
+                world={"edit_kinds": ("remove", "background"), "radius": (0.2, 0.25), "max_objects": 1})
+  batches = take(iter(stage2_pipeline(config, 0, 1)), 8)
+  kinds = {parse_instruction(text)["kind"] for b in batches for text in b["instruction"]}
+  assert kinds == {"remove", "background"}
+  # The scenes the sources draw from: radii in the configured range, one object each.
+  options = world_options(config)
+  for index in range(20):
+    scene, _ = world_case("video_edit", index, 0, **options)
+    assert len(scene.objects) == 1 and all(0.2 * 32 <= o.radius <= 0.25 * 32 for o in scene.objects)
+  # A config saved before the block existed reads as the world's defaults.
+  old = {"num_frames": 5, "resolution": [32, 32]}
+  assert world_options(old)["kinds"] == world_options(tiny())["kinds"] == EDIT_KINDS
+  assert world_options(old)["sampling"] == world_options(tiny())["sampling"]
+
+
 def test_pretext_and_anchor_draws_are_deterministic_given_the_seed():
   def first_batches(seed):
     return take(iter(stage1_pipeline(tiny(seed=seed, anchor="uniform"), 0, 1)), 8)
@@ -431,6 +452,10 @@ def test_real_clips_are_bucketed_by_aspect_ratio(tmp_path):
     ({"stage1": {"image_edit": -1.0}}, "stage1"),
     ({"clips": {"format": "manifest"}}, "needs data.clips.path"),
     ({"short_clips": "loop"}, "short_clips='loop'"),
+    ({"world": {"edit_kinds": ("recolour", "paint")}}, "world.edit_kinds"),
+    ({"world": {"edit_kinds": ()}}, "world.edit_kinds"),
+    ({"world": {"radius": (0.2, 0.1)}}, "world.radius"),
+    ({"world": {"max_objects": 0}}, "world.max_objects"),
 ])
 def test_bad_config_is_a_clear_error(overrides, message):
   with pytest.raises(ValueError, match=message):

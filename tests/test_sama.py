@@ -257,6 +257,39 @@ def test_source_skip_adds_the_source_to_the_head_output(tiny_config, source_mode
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.parametrize("source_mode", ["token", "channel"])
+def test_scale_input_feeds_the_blocks_one_minus_sigma_times_the_noisy_input(tiny_config, source_mode):
+  """scale_input: the model at σ = t/1000 sees (1 − σ)·x_σ for the latents and the noisy
+  semantic tokens (the clean source unscaled), so at σ = 1 it cannot see the noise; the
+  velocity it returns is still (x_σ − x̂0) / σ of the unscaled input."""
+  config = tiny_config.copy_and_resolve_references()
+  config.update(source_mode=source_mode, prediction="x0")
+  plain = make_model(config.copy_and_resolve_references())
+  config.scale_input = True
+  scaled = make_model(config)
+  x = batch(config)
+  scale = 1.0 - np.asarray(x["timestep"]) / 1000.0
+  out, sem = scaled(x["latents"], x["timestep"], x["text"], source=x["source"], semantic=x["semantic"])
+  ref, ref_sem = plain(x["latents"] * scale[:, None, None, None, None], x["timestep"], x["text"], source=x["source"],
+                       semantic=x["semantic"] * scale[:, None, None])
+  np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(sem), np.asarray(ref_sem), rtol=1e-5, atol=1e-5)
+  # Not the same as feeding the input unscaled (the check above has teeth).
+  unscaled, _ = plain(x["latents"], x["timestep"], x["text"], source=x["source"], semantic=x["semantic"])
+  assert np.abs(np.asarray(unscaled) - np.asarray(ref)).max() > 1e-3
+  # At σ = 1 the noisy input is invisible.
+  one = jnp.full_like(x["timestep"], 1000.0)
+  a, _ = scaled(x["latents"], one, x["text"], source=x["source"])
+  b, _ = scaled(2.0 * x["latents"] + 1.0, one, x["text"], source=x["source"])
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  v, _ = scaled.velocity(x["latents"], x["timestep"], x["text"], source=x["source"])
+  sigma = np.asarray(x["timestep"])[:, None, None, None, None] / 1000.0
+  x0, _ = scaled(x["latents"], x["timestep"], x["text"], source=x["source"])
+  np.testing.assert_allclose(np.asarray(v), (np.asarray(x["latents"]) - np.asarray(x0)) / sigma, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="scale_input=True needs model.prediction='x0'"):
+    model_config(scale_input=True)
+
+
 def test_source_skip_with_a_silent_head_copies_the_source(tiny_config):
   """An x0 model with the skip and a zero head predicts the source at every level, so its
   flow velocity carries any x_σ to the source: the Euler sampler returns the source."""

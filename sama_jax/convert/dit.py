@@ -228,6 +228,9 @@ def save_torch_dit(model: SamaDiT, config, out: str, layout: str = "diffusers", 
   if config.get("source_skip", False):
     raise ValueError("model.source_skip=True: PyTorch Wan / SAMA code does not add the source to the "
                      "head output, so a source-skip model cannot be exported")
+  if config.get("scale_input", False):
+    raise ValueError("model.scale_input=True: PyTorch Wan / SAMA code feeds the noisy latents unscaled, "
+                     "so such a model cannot be exported")
   flat = flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   patch = tuple(config.patch_size)
   tensors, sama = {}, {}

@@ -11,6 +11,8 @@ import ml_collections
 
 from sama_jax.data.pretext import TASKS
 from sama_jax.data.sources import DEFAULT_COLUMNS
+from sama_jax.data.synthetic_edits import EDIT_KINDS
+from sama_jax.data.synthetic_scene import SceneSampling
 
 SOURCE_FORMATS = ("none", "manifest", "folder", "world", "array_record", "precomputed")
 ANCHORS = ("uniform", "first")
@@ -51,6 +53,11 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
   c.short_clips = "skip"  # clips of 5..num_frames-1 frames: "skip" (counted) or "pad" (repeat last)
   c.trim_leading = (("Lewandofski-OpenVE-3M", 4),)  # (path substring, frames dropped): §5.3
   c.anchor = "uniform"  # SAMA_METHOD.md decision 3: "uniform" (paper, N = 1) or "first" (code)
+  # The synthetic world's scenes and edits (SYNTHETIC_WORLD.md), for every world source and
+  # for the evaluation clips of a run: the edit kinds drawn, object radii as shares of
+  # min(H, W), and at most this many objects per scene.
+  c.world = ml_collections.ConfigDict({"edit_kinds": EDIT_KINDS, "radius": SceneSampling.radius,
+                                       "max_objects": SceneSampling.max_objects})
   c.image_edit_prefix = ""  # prepended to edit instructions; the released
   c.video_edit_prefix = ""  # model is prompted with "[Video edit] " (§4.3)
   # Batches: global sizes, split evenly over processes (paper: 448 images / 112 videos).
@@ -103,6 +110,14 @@ def validate_data_config(c: ml_collections.ConfigDict) -> None:
                        "latents cannot be cached; precompute clips to 'array_record' (decoded frames) instead")
     if source.format == "world" and source.world_size < 1:
       raise ValueError(f"data.{name}.world_size={source.world_size}; expected a positive example count")
+  w = c.world
+  if isinstance(w.edit_kinds, str) or not w.edit_kinds or set(w.edit_kinds) - set(EDIT_KINDS):
+    raise ValueError(f"data.world.edit_kinds={w.edit_kinds!r}; expected a non-empty tuple of {EDIT_KINDS}")
+  if len(tuple(w.radius)) != 2 or not 0 < w.radius[0] <= w.radius[1] < 0.4:
+    raise ValueError(f"data.world.radius={w.radius!r}; expected (low, high) with 0 < low <= high < 0.4 "
+                     "(shares of the frame's shorter side)")
+  if not isinstance(w.max_objects, numbers.Integral) or w.max_objects < 1:
+    raise ValueError(f"data.world.max_objects={w.max_objects!r}; expected a positive integer")
   _positive_size(c.resolution, "resolution")
   for bucket in c.buckets:
     _positive_size(bucket, "buckets entry")
@@ -132,3 +147,14 @@ def validate_data_config(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"data.max_skip_fraction={c.max_skip_fraction}; expected a fraction in [0, 1]")
   if c.num_epochs is not None and c.num_epochs < 1:
     raise ValueError(f"data.num_epochs={c.num_epochs}; expected None (forever) or a positive integer")
+
+
+def world_options(c: ml_collections.ConfigDict) -> dict:
+  """The synthetic world's `world_case` keywords for a data config: clip length, frame
+  size, edit kinds and scene sampling (`data.world`). Configs saved before `data.world`
+  existed get the world's defaults."""
+  w = c.get("world") or {}
+  sampling = SceneSampling(radius=tuple(w.get("radius", SceneSampling.radius)),
+                           max_objects=int(w.get("max_objects", SceneSampling.max_objects)))
+  return {"frames": c["num_frames"], "height": c["resolution"][1], "width": c["resolution"][0],
+          "kinds": tuple(w.get("edit_kinds", EDIT_KINDS)), "sampling": sampling}

@@ -41,7 +41,7 @@ import grain
 import numpy as np
 
 from sama_jax.data.bucketing import partition_by_bucket
-from sama_jax.data.config import STAGE_KINDS
+from sama_jax.data.config import STAGE_KINDS, world_options
 from sama_jax.data.examples import FrameSpec, TaskSpec, load_example, stack_batch, training_example
 from sama_jax.data.precomputed import PrecomputedSource
 from sama_jax.data.skips import account_skips
@@ -89,9 +89,7 @@ def _size_groups(config, kind: str, process_count: int) -> list[tuple[tuple, obj
   """[((w, h), source)]: one group at config.resolution, or one per bucket for
   file-based sources when config.buckets is set (see bucketing.py)."""
   block = SOURCE_BLOCKS[kind]
-  width, height = config.resolution
-  world_options = (("frames", config.num_frames), ("height", height), ("width", width))
-  source = source_from_config(config[block], kind, world_options)
+  source = source_from_config(config[block], kind, tuple(world_options(config).items()))
   if source is None:
     raise ValueError(f"the stage mixes {kind} batches but data.{block}.format='none'; give it a "
                      f"source or set that kind's share to 0")

@@ -101,13 +101,13 @@ def markdown(agg: dict) -> str:
 
 def run(preset: str, seeds: list[int], workdir: str) -> dict:
   from sama_jax.demo import demo_config
+  from sama_jax.data.config import world_options
   from sama_jax.edit import edit, load_bundle
   from sama_jax.eval.world import evaluate, identity
 
   demo = demo_config(preset)
   data = demo.stage1.data
-  world = dict(num_clips=demo.eval.num_clips, seed=demo.eval.seed, frames=data.num_frames,
-               height=data.resolution[1], width=data.resolution[0])
+  world = dict(num_clips=demo.eval.num_clips, seed=demo.eval.seed, **world_options(data))
   start = time.time()
   per_seed = []
   _, baseline, _ = evaluate(identity, desc="identity", **world)

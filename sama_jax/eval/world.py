@@ -2,8 +2,8 @@
 (edit success per edit type, preservation PSNR outside the edited region, motion error
 of the edited object's trajectory, temporal flicker; SYNTHETIC_WORLD.md).
 
-    rows, table = evaluate(lambda frames, instruction: edit(bundle, frames, instruction),
-                           num_clips=64, seed=1000, frames=9, height=32, width=32)
+    rows, table, kept = evaluate(lambda frames, instruction: edit(bundle, frames, instruction),
+                                 num_clips=64, seed=1000, frames=9, height=32, width=32)
 
 `editor(frames uint8 [T, H, W, 3], instruction) -> uint8 [T, H, W, 3]` is any editing
 function: a model bundle, or `identity` for the do-nothing baseline. From the shell, any
@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from sama_jax.data.config import world_options
 from sama_jax.data.synthetic import world_case
 from sama_jax.data.synthetic_metrics import evaluate_edit, ground_truth, summarise
 
@@ -38,25 +39,27 @@ def identity(frames: np.ndarray, instruction: str) -> np.ndarray:
 SPLITS = {"held_out": "eval_edit", "seen": "video_edit"}
 
 
-def eval_cases(num_clips: int, seed: int, frames: int, height: int, width: int, split: str = "held_out"):
+def eval_cases(num_clips: int, seed: int, split: str = "held_out", **world):
   """(scene, edit, ground truth) triples of a split (SPLITS), deterministic for the
-  arguments. "seen" clips come from the training distribution, drawn with `seed` (the
-  trainers draw theirs with data.*.world_seed, 0 by default)."""
+  arguments; `world` are world_case's keywords (frames, height, width, and optionally
+  kinds and sampling: `data.config.world_options` of the run). "seen" clips come from the
+  training distribution, drawn with `seed` (the trainers draw theirs with
+  data.*.world_seed, 0 by default)."""
   if split not in SPLITS:
     raise ValueError(f"split={split!r}; expected one of {sorted(SPLITS)}")
   for index in range(num_clips):
-    scene, edit = world_case(SPLITS[split], index, seed, frames=frames, height=height, width=width)
+    scene, edit = world_case(SPLITS[split], index, seed, **world)
     yield scene, edit, ground_truth(scene, edit)
 
 
-def evaluate(editor: Editor, *, num_clips: int, seed: int, frames: int, height: int, width: int,
-             desc: str = "eval", keep: int = 0, split: str = "held_out"):
-  """Scores `editor` on `num_clips` clips of `split` (held-out by default). Returns
-  (rows, table, kept) where rows are per-clip measures, table is `summarise(rows)` (per
-  edit kind and "all") and kept holds (source, ground truth, prediction, instruction) of
-  the first `keep` clips."""
+def evaluate(editor: Editor, *, num_clips: int, seed: int, desc: str = "eval", keep: int = 0,
+             split: str = "held_out", **world):
+  """Scores `editor` on `num_clips` clips of `split` (held-out by default); `world` as
+  `eval_cases`. Returns (rows, table, kept) where rows are per-clip measures, table is
+  `summarise(rows)` (per edit kind and "all") and kept holds (source, ground truth,
+  prediction, instruction) of the first `keep` clips."""
   rows, kept = [], []
-  for scene, edit, truth in tqdm(eval_cases(num_clips, seed, frames, height, width, split), total=num_clips,
+  for scene, edit, truth in tqdm(eval_cases(num_clips, seed, split, **world), total=num_clips,
                                  desc=desc, unit="clip"):
     pred = editor(truth.source_frames, edit.instruction)
     if pred.shape != truth.frames.shape:
@@ -67,16 +70,16 @@ def evaluate(editor: Editor, *, num_clips: int, seed: int, frames: int, height: 
   return rows, summarise(rows), kept
 
 
-def trained_world_shape(workdir: str) -> dict:
-  """frames / height / width of the world clips a trainer workdir was trained on (its saved
-  data config), as `evaluate` takes them. Exits with a message if there is no such run."""
+def trained_world(workdir: str) -> dict:
+  """The world a trainer workdir was trained on (`world_options` of its saved data config:
+  clip size, edit kinds, scene sampling), as `evaluate` takes it. Exits with a message if
+  there is no such run."""
   import os
 
   from sama_jax.train import checkpoint as ckpt
   if not os.path.isdir(workdir):
     raise SystemExit(f"{workdir} does not exist; train one first (python -m sama_jax.demo)")
-  data = ckpt.read_config(os.path.join(workdir, "checkpoints"))["data"]
-  return dict(frames=data["num_frames"], height=data["resolution"][1], width=data["resolution"][0])
+  return world_options(ckpt.read_config(os.path.join(workdir, "checkpoints"))["data"])
 
 
 def markdown_table(tables: dict[str, dict]) -> str:
@@ -113,13 +116,13 @@ def main(argv=None) -> int:
   a = p.parse_args(argv)
   if a.clips < 1:
     p.error(f"--clips {a.clips}: expected at least 1")
-  shape = trained_world_shape(a.checkpoint)
+  world = trained_world(a.checkpoint)
   from sama_jax.edit import edit, load_bundle
   bundle = load_bundle(a.checkpoint)
   options = {k: v for k, v in (("steps", a.steps), ("guidance", a.guidance)) if v is not None}
   rows, table, _ = evaluate(lambda f, i: edit(bundle, f, i, **options), num_clips=a.clips, seed=a.seed,
-                            desc=os.path.basename(os.path.normpath(a.checkpoint)), split=a.split, **shape)
-  _, table0, _ = evaluate(identity, num_clips=a.clips, seed=a.seed, desc="identity", split=a.split, **shape)
+                            desc=os.path.basename(os.path.normpath(a.checkpoint)), split=a.split, **world)
+  _, table0, _ = evaluate(identity, num_clips=a.clips, seed=a.seed, desc="identity", split=a.split, **world)
   tables = {"identity (output = source)": table0, a.checkpoint: table}
   print(markdown_table(tables))
   if a.json:

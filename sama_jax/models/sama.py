@@ -58,6 +58,16 @@ class SemanticHead(nnx.Module):
     return self.proj(self.norm(h.astype(jnp.float32)).astype(h.dtype)).astype(jnp.float32)
 
 
+def scale_noisy_input(x: jax.Array | None, timestep: jax.Array) -> jax.Array | None:
+  """(1 − σ)·x_σ with σ = timestep / 1000 (model.scale_input): x [B, ...] -> x [B, ...].
+  At σ = 1 the input is pure noise, which says nothing about x0; scaled, it is zero there
+  and cannot drown the source features it shares tokens with (channel mode)."""
+  if x is None:
+    return None
+  scale = 1.0 - timestep.astype(jnp.float32) / NUM_TRAIN_TIMESTEPS
+  return (x * scale.reshape((-1,) + (1,) * (x.ndim - 1))).astype(x.dtype)
+
+
 class SamaDiT(nnx.Module):
   """The SAMA video-editing DiT: `model(latents, timestep, text, source=, semantic=)`."""
 
@@ -88,6 +98,8 @@ class SamaDiT(nnx.Module):
     under model.source_skip where the source has the latents' shape (`skip_source`).
     """
     check_inputs(self.config, latents, timestep, text, source, semantic)
+    if self.config.get("scale_input", False):
+      latents, semantic = scale_noisy_input(latents, timestep), scale_noisy_input(semantic, timestep)
     temb, mod, ctx = self.dit.condition_embedder(timestep, text)
     x, rope, (num_source, num_semantic, num_target) = self.assemble(latents, source, semantic, frame_offset)
     length = num_source + num_semantic + num_target
