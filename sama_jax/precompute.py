@@ -52,6 +52,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sama_jax.config import load_config
+from sama_jax.data.config import world_options
 from sama_jax.data.examples import FrameSpec, TaskSpec, load_example, stack_batch, training_example
 from sama_jax.data.pipeline import SOURCE_BLOCKS
 from sama_jax.data.precomputed import FLOAT_DTYPES, to_record
@@ -68,9 +69,7 @@ from sama_jax.encoders import build_encoders, host_arrays, make_encode_fn
 
 def kind_source(data, kind: str):
   """The configured source of `kind`, at the pipeline's world options."""
-  width, height = data.resolution
-  world_options = (("frames", data.num_frames), ("height", height), ("width", width))
-  source = source_from_config(data[SOURCE_BLOCKS[kind]], kind, world_options)
+  source = source_from_config(data[SOURCE_BLOCKS[kind]], kind, tuple(world_options(data).items()))
   if source is None:
     raise ValueError(f"data.{SOURCE_BLOCKS[kind]}.format='none'; there is no {kind} source to precompute")
   return source
