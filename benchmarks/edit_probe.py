@@ -16,6 +16,11 @@ train.edit_weight's weights (area-normalised with --set train.edit_area_norm=Tru
 success per kind and the preservation PSNR (synthetic_metrics) on 96 new pairs, edited in
 one step (the x0 prediction at σ = 1) and in 4 Euler steps (--sample-steps), with text
 guidance --guidance. Nothing is asserted.
+
+The world config's DiT is the demo's since session 10 (one latent position per token,
+width 128, model.scale_input); docs/results.md findings 10-14 and the 8x8-pixel rows of
+finding 15 used 2x2 patches at width 256 without it: add --patch 2 --set model.dim=256
+--set model.scale_input=False to reproduce them.
 """
 
 import argparse
@@ -100,7 +105,7 @@ def main():
 
   def encode(cases):
     """The trainer's encoding (host_arrays, then the jitted encoders) of (scene, edit, truth) cases."""
-    raw = {"instruction": [e.instruction for _, e, _ in cases], "target": np.stack([t.frames for _, _, t in cases]),
+    raw = {"instruction": [e.instruction for _, e, _ in cases], "target": raw_frames(cases),
            "source": np.stack([t.source_frames for _, _, t in cases])}
     out = encode_fn(host_arrays(enc, raw, c.data.image_edit_prefix))
     return {k: out[k] for k in ("text", "source", "latents")}
