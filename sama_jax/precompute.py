@@ -52,14 +52,13 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sama_jax.config import load_config
-from sama_jax.data.config import world_options
 from sama_jax.data.examples import FrameSpec, TaskSpec, load_example, stack_batch, training_example
-from sama_jax.data.pipeline import SOURCE_BLOCKS
+from sama_jax.data.pipeline import SOURCE_BLOCKS, configured_source
 from sama_jax.data.precomputed import FLOAT_DTYPES, to_record
 from sama_jax.data.shard_writer import (PROGRESS, SUMMARY, load_progress, ordered_map, shard_name, write_json,
                                         write_shard)
 from sama_jax.data.skips import SkipStats, Skipped
-from sama_jax.data.sources import KINDS, source_from_config
+from sama_jax.data.sources import KINDS
 from sama_jax.encoders import build_encoders, host_arrays, make_encode_fn
 
 
@@ -69,7 +68,7 @@ from sama_jax.encoders import build_encoders, host_arrays, make_encode_fn
 
 def kind_source(data, kind: str):
   """The configured source of `kind`, at the pipeline's world options."""
-  source = source_from_config(data[SOURCE_BLOCKS[kind]], kind, tuple(world_options(data).items()))
+  source = configured_source(data, kind)
   if source is None:
     raise ValueError(f"data.{SOURCE_BLOCKS[kind]}.format='none'; there is no {kind} source to precompute")
   return source

@@ -85,11 +85,17 @@ def _task_plan(config, stage: str) -> list[tuple[str, float, str]]:
   return plan
 
 
+def configured_source(config, kind: str):
+  """The source of `kind` that data config `config` names (None for format "none"); world
+  sources draw from the config's world (`data.world`, via `world_options`)."""
+  return source_from_config(config[SOURCE_BLOCKS[kind]], kind, tuple(world_options(config).items()))
+
+
 def _size_groups(config, kind: str, process_count: int) -> list[tuple[tuple, object]]:
   """[((w, h), source)]: one group at config.resolution, or one per bucket for
   file-based sources when config.buckets is set (see bucketing.py)."""
   block = SOURCE_BLOCKS[kind]
-  source = source_from_config(config[block], kind, tuple(world_options(config).items()))
+  source = configured_source(config, kind)
   if source is None:
     raise ValueError(f"the stage mixes {kind} batches but data.{block}.format='none'; give it a "
                      f"source or set that kind's share to 0")
