@@ -26,11 +26,18 @@ def test_aggregate_gives_mean_and_spread_over_seeds_ignoring_nan():
   assert "| m | 75 ± 25 | 75 ± 25 | 15.0 ± 5.0 | n/a | 1.0 ± 0.0 |" in md
 
 
-@pytest.mark.parametrize("variant, shares", [("full", (1.0, 1.0)), ("no_sa", (0.0, 1.0)), ("no_ma", (1.0, 0.0))])
-def test_stage1_variants_drop_semantic_anchoring_or_motion_alignment(variant, shares):
-  c = science.stage1_config(demo_config("smoke"), variant, seed=7)
+@pytest.mark.parametrize("variant, shares, semantic", [("full", (3.0, 1.0), 0.1), ("no_sa", (3.0, 1.0), 0.0),
+                                                      ("no_ma", (3.0, 0.0), 0.1)])
+def test_stage1_variants_drop_semantic_anchoring_or_motion_alignment(variant, shares, semantic):
+  demo = demo_config("smoke")
+  assert (demo.stage1.data.stage1.image_edit, demo.stage1.data.stage1.clip) == (3.0, 1.0)
+  assert demo.stage1.train.semantic_weight == 0.1
+  c = science.stage1_config(demo, variant, seed=7)
+  # without SA: the same batches, no semantic loss; without MA: no pretext clips
   assert (c.data.stage1.image_edit, c.data.stage1.clip) == shares
+  assert c.train.semantic_weight == semantic
   assert c.train.seed == c.data.seed == 7
+  assert demo.stage1.train.semantic_weight == 0.1  # the demo's config is not changed
 
 
 def test_the_sweep_trains_each_stage_once_and_scores_every_method(monkeypatch, tmp_path):
@@ -54,3 +61,16 @@ def test_the_sweep_trains_each_stage_once_and_scores_every_method(monkeypatch, t
   assert len(scored) == 1 + 2 * len(science.METHODS)  # identity once, every method per seed
   assert set(agg) == {"identity (output = source)", *science.METHODS}
   assert (tmp_path / "science.md").read_text().count("±") > 10
+
+
+def test_sized_overrides_the_steps_and_clips_and_refuses_nonsense():
+  demo = science.sized(demo_config("default"), steps=(300, 120), clips=16)
+  assert (demo.stage1.train.total_steps, demo.stage2.train.total_steps) == (300, 120)
+  assert (demo.stage1.train.warmup_steps, demo.stage2.run.checkpoint_every) == (30, 60)
+  assert demo.eval.num_clips == 16
+  untouched = science.sized(demo_config("default"))
+  assert untouched.stage1.train.total_steps == demo_config("default").stage1.train.total_steps
+  with pytest.raises(ValueError, match="--steps"):
+    science.sized(demo_config("default"), steps=(0, 10))
+  with pytest.raises(ValueError, match="--clips"):
+    science.sized(demo_config("default"), clips=0)

@@ -2,10 +2,16 @@
 seeds (SYNTHETIC_WORLD.md, issue "the embedded default").
 
     python -m sama_jax.eval.science [--preset default] [--seeds 0 1 2] [--workdir runs/science]
+        [--steps STAGE1 STAGE2] [--clips N]
+
+--steps and --clips override the preset's training steps and held-out clip count (the
+table's header states what was run), so the sweep can be sized to the hours at hand.
 
 Per seed it trains, from the demo preset's configs (configs/demo.py):
-  stage 1 full (Semantic Anchoring image pairs + Motion Alignment clips),
-  stage 1 without SA (clips only), stage 1 without MA (image pairs only),
+  stage 1 full (image-edit pairs and Motion Alignment pretext clips, with the Semantic
+  Anchoring loss on the semantic tokens of anchor frames),
+  stage 1 without SA (the same batches, semantic loss weight 0: the paper's Table 5 "w/o
+  SA"), stage 1 without MA (image-edit pairs only, no pretext clips),
 then stage 2 (SFT on paired video edits, the preset's stage-2 steps) from each of them and
 from scratch ("stage 2 only": no factorized pre-training). Every stage-1 model is also
 scored zero-shot. All are scored on the same held-out clips, next to the identity
@@ -34,8 +40,8 @@ METHODS = {
     "stage 1 without MA, zero-shot": ("no_ma", False),
     "stage 1 without MA + stage 2": ("no_ma", True),
 }
-# stage-1 variant -> batch shares (image_edit, clip)
-VARIANTS = {"full": (1.0, 1.0), "no_sa": (0.0, 1.0), "no_ma": (1.0, 0.0)}
+# stage-1 variant -> (keeps the semantic loss, keeps the pretext clips)
+VARIANTS = {"full": (True, True), "no_sa": (False, True), "no_ma": (True, False)}
 METRICS = ("success", "psnr", "motion_error", "flicker")
 
 
@@ -47,8 +53,13 @@ def seeded(config, seed: int):
 
 
 def stage1_config(demo, variant: str, seed: int):
+  """The demo's stage-1 config for `seed`; without SA the semantic tokens are still predicted
+  but not trained (semantic_weight 0), without MA no pretext clips are drawn; otherwise the
+  config's own (the default preset: 3 image-edit batches per clip batch)."""
   c = seeded(demo.stage1, seed)
-  c.data.stage1.image_edit, c.data.stage1.clip = VARIANTS[variant]
+  keep_semantic, keep_clips = VARIANTS[variant]
+  c.train.semantic_weight *= float(keep_semantic)
+  c.data.stage1.clip *= float(keep_clips)
   return c
 
 
@@ -99,13 +110,33 @@ def markdown(agg: dict) -> str:
   return "\n".join(lines)
 
 
-def run(preset: str, seeds: list[int], workdir: str) -> dict:
+def sized(demo, steps: tuple[int, int] | None = None, clips: int | None = None):
+  """The demo config with its stage-1 / stage-2 training steps and eval clips overridden,
+  the schedule's warmup, logging and checkpoint intervals rescaled as configs/demo.py does."""
+  demo = demo.copy_and_resolve_references()
+  if steps is not None:
+    for stage, n in zip((demo.stage1, demo.stage2), steps):
+      if n < 1:
+        raise ValueError(f"--steps must be positive, got {steps}")
+      stage.train.total_steps = n
+      stage.train.warmup_steps = min(100, n // 10)
+      stage.run.log_every = max(1, min(50, n // 4))
+      stage.run.checkpoint_every = max(n // 2, 1)
+  if clips is not None:
+    if clips < 1:
+      raise ValueError(f"--clips must be positive, got {clips}")
+    demo.eval.num_clips = clips
+  return demo
+
+
+def run(preset: str, seeds: list[int], workdir: str, steps: tuple[int, int] | None = None,
+        clips: int | None = None) -> dict:
   from sama_jax.demo import demo_config
   from sama_jax.data.config import world_options
   from sama_jax.edit import edit, load_bundle
   from sama_jax.eval.world import evaluate, identity
 
-  demo = demo_config(preset)
+  demo = sized(demo_config(preset), steps, clips)
   data = demo.stage1.data
   world = dict(num_clips=demo.eval.num_clips, seed=demo.eval.seed, **world_options(data))
   start = time.time()
@@ -146,11 +177,17 @@ def main(argv=None) -> int:
   p.add_argument("--preset", default="default", choices=["smoke", "default", "full"])
   p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   p.add_argument("--workdir", default=os.path.join("runs", "science"))
+  p.add_argument("--steps", type=int, nargs=2, metavar=("STAGE1", "STAGE2"), default=None,
+                 help="training steps of each stage (default: the preset's)")
+  p.add_argument("--clips", type=int, default=None, help="held-out clips (default: the preset's)")
   a = p.parse_args(argv)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
   os.makedirs(a.workdir, exist_ok=True)
-  run(a.preset, a.seeds, a.workdir)
+  import jax  # the 7 runs per seed share their programs: compile each once (as the demo does)
+  jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(a.workdir, "xla_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  run(a.preset, a.seeds, a.workdir, a.steps, a.clips)
   return 0
 
 
