@@ -10,6 +10,7 @@ import os
 import ml_collections
 
 from sama_jax.config import load_config
+from sama_jax.train.config import set_total_steps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRESETS = {
@@ -32,10 +33,7 @@ def get_config(preset: str | None = "default") -> ml_collections.ConfigDict:
   c.stage1 = load_config(os.path.join(HERE, "stage1_tiny.py"))
   c.stage2 = load_config(os.path.join(HERE, "stage2_tiny.py"))
   for stage, steps in ((c.stage1, steps1), (c.stage2, steps2)):
-    stage.train.total_steps = steps
-    stage.train.warmup_steps = min(100, steps // 10)
-    stage.run.log_every = max(1, min(50, steps // 4))
-    stage.run.checkpoint_every = max(steps // 2, 1)
+    set_total_steps(stage, steps)
     stage.edit.steps = sample_steps
   # seen_clips: stage 2 is also scored on new clips of the training distribution.
   c.eval = ml_collections.ConfigDict(dict(num_clips=clips, seen_clips=max(2, clips // 2), seed=1000, previews=4))

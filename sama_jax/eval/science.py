@@ -111,17 +111,15 @@ def markdown(agg: dict) -> str:
 
 
 def sized(demo, steps: tuple[int, int] | None = None, clips: int | None = None):
-  """The demo config with its stage-1 / stage-2 training steps and eval clips overridden,
-  the schedule's warmup, logging and checkpoint intervals rescaled as configs/demo.py does."""
+  """The demo config with its stage-1 / stage-2 training steps and eval clips overridden
+  (warmup, logging and checkpoints rescaled as configs/demo.py does)."""
+  from sama_jax.train.config import set_total_steps
   demo = demo.copy_and_resolve_references()
   if steps is not None:
+    if min(steps) < 1:
+      raise ValueError(f"--steps must be positive, got {steps}")
     for stage, n in zip((demo.stage1, demo.stage2), steps):
-      if n < 1:
-        raise ValueError(f"--steps must be positive, got {steps}")
-      stage.train.total_steps = n
-      stage.train.warmup_steps = min(100, n // 10)
-      stage.run.log_every = max(1, min(50, n // 4))
-      stage.run.checkpoint_every = max(n // 2, 1)
+      set_total_steps(stage, n)
   if clips is not None:
     if clips < 1:
       raise ValueError(f"--clips must be positive, got {clips}")

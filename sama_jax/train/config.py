@@ -30,6 +30,17 @@ def run_config(**overrides) -> ml_collections.ConfigDict:
   return c
 
 
+def set_total_steps(config: ml_collections.ConfigDict, steps: int) -> None:
+  """Sizes a stage config's run to `steps` in place: warmup a tenth (at most 100 steps),
+  a log line every quarter (at most 50 steps apart), a checkpoint at the half and the end."""
+  if steps < 1:
+    raise ValueError(f"total steps must be positive, got {steps}")
+  config.train.total_steps = steps
+  config.train.warmup_steps = min(100, steps // 10)
+  config.run.log_every = max(1, min(50, steps // 4))
+  config.run.checkpoint_every = max(steps // 2, 1)
+
+
 def train_config(**overrides) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
