@@ -351,6 +351,30 @@ def test_an_edit_painted_over_the_whole_frame_is_no_edit(kind):
   assert edit_success(speckled, scene, edit)
 
 
+@pytest.mark.parametrize("kind", ["recolour", "remove", "replace"])
+def test_an_edit_applied_to_every_object_is_no_edit(kind):
+  """Recolouring (or erasing) the objects the instruction does not name as well as the
+  named one changes a few percent of the frame, which the rest-of-frame rule tolerates;
+  each untouched object must keep its colour."""
+  scene, edit = next((s, e) for s, e in (case(kind, i) for i in range(40))
+                     if e.kind == kind and len(s.objects) >= 2)
+  truth = ground_truth(scene, edit)
+  assert edit_success(truth.frames, scene, edit)
+  region = edit_region(scene, edit, truth)
+  named = edit.target if kind != "remove" else None
+  others = [i for i in range(truth.visible.shape[1]) if i != named]
+  on_others = (truth.visible[:, others] >= 0.5).any(axis=1) & ~region
+  assert on_others.mean() < 0.25  # the rest-of-frame rule alone would pass this
+  painted = truth.frames.copy()
+  painted[on_others] = COLOURS["white" if edit.colour != "white" else "red"] if kind == "remove" else COLOURS[edit.colour]
+  assert not edit_success(painted, scene, edit)
+  # one wrong pixel on another object is tolerated
+  speckled = truth.frames.copy()
+  t, y, x = np.argwhere(on_others)[0]
+  speckled[t, y, x] = 255 - speckled[t, y, x]
+  assert edit_success(speckled, scene, edit)
+
+
 def test_unmatched_instruction_is_answered_by_the_unchanged_video():
   rng = np.random.default_rng(4)
   scene = sample_scene(rng)

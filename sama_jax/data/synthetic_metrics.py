@@ -14,7 +14,8 @@ SYNTHETIC_WORLD.md "Measurements":
   most pure-background pixels have the new colour; unmatched = every object keeps its
   colour and the background keeps its palette colours. Every other kind also needs most
   pixels outside the edit region to keep their nearest palette colour (a colour cast
-  over the whole frame is no edit).
+  over the whole frame is no edit), and each object the edit does not name to keep its
+  colour on most of its pixels (recolouring every object is not recolouring the named one).
 - preservation: PSNR against the ground truth outside the edited region.
 - motion: centroid error (pixels) of the edited object (of all objects, for remove /
   background / unmatched): colour-segment the object inside a window around its true
@@ -190,9 +191,18 @@ def _colours_kept(pred_t: np.ndarray, truth_t: np.ndarray, where: np.ndarray) ->
 
 def _rest_kept(pred: np.ndarray, scene: Scene, edit: Edit, truth: Truth) -> np.ndarray:
   """bool [T]: most pixels outside the edit region keep their colours, so an edit painted
-  over the whole frame is no edit."""
+  over the whole frame is no edit, and so do most pixels of each object the edit leaves
+  alone (outside the edit region), so an edit applied to every object is no edit either:
+  the objects are a few percent of the frame, too few for the first rule to notice."""
   keep = ~edit_region(scene, edit, truth)
-  return np.array([_colours_kept(pred[t], truth.frames[t], keep[t]) for t in range(scene.frames)])
+  named = edit.target if edit.kind in ("recolour", "replace", "add") else None
+  ok = np.array([_colours_kept(pred[t], truth.frames[t], keep[t]) for t in range(scene.frames)])
+  for i in range(truth.visible.shape[1]):
+    if i == named:
+      continue
+    for t in range(scene.frames):
+      ok[t] &= _colours_kept(pred[t], truth.frames[t], _core(truth.visible[t, i]) & keep[t])
+  return ok
 
 
 def edit_success(pred, scene: Scene, edit: Edit, truth: Truth | None = None) -> bool:
