@@ -231,6 +231,19 @@ def test_unmatched_instructions_name_absent_objects_and_change_nothing():
     assert apply_edit(scene, edit) == scene
 
 
+def test_unmatched_eval_instructions_are_phrased_as_the_trained_kinds():
+  """A run trained on recolours and removals is not asked to replace absent objects."""
+  phrased = {k: set() for k in [("recolour", "remove"), ("background", "remove"), ("background",)]}
+  for kinds, seen in phrased.items():
+    for index in range(200):
+      _, edit = world_case("eval_edit", index, 0, frames=1, height=32, width=32, kinds=kinds)
+      if edit.kind == "unmatched":
+        seen.add(grammar.parse_instruction(edit.instruction)["kind"])
+  assert phrased[("recolour", "remove")] == {"recolour", "remove"}
+  assert phrased[("background", "remove")] == {"remove"}
+  assert phrased[("background",)] == {"recolour", "replace", "remove"}  # no referring kind: all three
+
+
 def test_impossible_edits_are_clear_errors():
   scene = one_object_scene(Motion((32.0, 32.0)))
   with pytest.raises(ValueError, match="edit kinds"):

@@ -68,7 +68,7 @@ def world_case(kind: str, index: int, seed: int = 0, *, frames: int = 17, height
   length = 1 if kind == "image_edit" else frames
   if kind == "eval_edit" and rng.random() < unmatched_fraction:
     scene = sample_scene(rng, length, height, width, frozenset(), sampling)
-    return scene, sample_unmatched_instruction(scene, rng)
+    return scene, sample_unmatched_instruction(scene, rng, kinds)
   check_edit_kinds(kinds)
   for _ in range(MAX_DRAWS):
     if kind == "eval_edit":

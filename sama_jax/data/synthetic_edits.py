@@ -170,14 +170,21 @@ def sample_edit(scene: Scene, rng: np.random.Generator, kinds: tuple[str, ...] =
   return Edit(kind, grammar.phrase(kind, rng, colour=choice), None, colour=choice)
 
 
-def sample_unmatched_instruction(scene: Scene, rng: np.random.Generator) -> Edit:
-  """An instruction about an object the scene does not have (recolour, replace or
-  remove). Its kind is "unmatched": the correct output is the unchanged video."""
+REFERRING_KINDS = ("recolour", "replace", "remove")  # the edit kinds that name an object
+
+
+def sample_unmatched_instruction(scene: Scene, rng: np.random.Generator,
+                                 kinds: tuple[str, ...] = REFERRING_KINDS) -> Edit:
+  """An instruction about an object the scene does not have, phrased as one of `kinds`
+  that name an object (recolour, replace or remove; all three when `kinds` has none, e.g.
+  a run trained on backgrounds only). Its kind is "unmatched": the correct output is the
+  unchanged video."""
   absent = [(s, c) for s in SHAPES for c in OBJECT_COLOURS
             if not grammar.find_objects(scene, c, s)]
   shape, colour = absent[rng.integers(len(absent))]
   ref = shape if not grammar.find_objects(scene, None, shape) and rng.random() < 0.5 else f"{colour} {shape}"
-  kind = ("recolour", "replace", "remove")[rng.integers(3)]
+  phrasings = tuple(k for k in REFERRING_KINDS if k in kinds) or REFERRING_KINDS
+  kind = phrasings[rng.integers(len(phrasings))]
   new_colour = OBJECT_COLOURS[rng.integers(len(OBJECT_COLOURS))]
   new_shape = SHAPES[rng.integers(len(SHAPES))]
   return Edit("unmatched", grammar.phrase(kind, rng, ref=ref, colour=new_colour, shape=new_shape))
