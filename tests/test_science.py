@@ -74,3 +74,17 @@ def test_sized_overrides_the_steps_and_clips_and_refuses_nonsense():
     science.sized(demo_config("default"), steps=(0, 10))
   with pytest.raises(ValueError, match="--clips"):
     science.sized(demo_config("default"), clips=0)
+
+
+def test_a_run_that_stops_early_stops_the_sweep_instead_of_being_scored(monkeypatch, tmp_path):
+  def preempted(config, workdir, init_from=None):  # saves a middle checkpoint and returns
+    os.makedirs(os.path.join(workdir, "checkpoints", str(config.train.total_steps // 2)))
+
+  monkeypatch.setattr("sama_jax.train.loop.train", preempted)
+  scored = []
+  monkeypatch.setattr("sama_jax.eval.world.evaluate", lambda editor, desc, **w: (scored.append(desc), table(0.5, 12.0), []))
+  monkeypatch.setattr("sama_jax.edit.load_bundle", lambda folder: folder)
+  with pytest.raises(SystemExit, match="stopped before step 12"):
+    science.run("smoke", [0], str(tmp_path))
+  assert scored == ["identity"]  # the baseline only; no half-trained model was scored
+

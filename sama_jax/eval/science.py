@@ -69,9 +69,15 @@ def _finished(workdir: str, steps: int) -> bool:
 
 
 def train_once(config, workdir: str, init_from: str | None = None) -> str:
+  """Trains unless `workdir` already holds the final checkpoint. A run that stops early
+  (preempted: SIGTERM saves a checkpoint and returns) stops the sweep instead of scoring
+  a half-trained model; rerunning the command resumes it."""
   from sama_jax.train.loop import train
   if not _finished(workdir, config.train.total_steps):
     train(config, workdir, init_from=init_from)
+    if not _finished(workdir, config.train.total_steps):
+      raise SystemExit(f"{workdir} stopped before step {config.train.total_steps} (preempted?); "
+                       "rerun the same command to resume the sweep")
   return workdir
 
 
