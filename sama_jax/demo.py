@@ -33,6 +33,14 @@ def demo_config(preset: str):
   return load_config(path, preset)
 
 
+def cache_compiled_programs(workdir: str) -> None:
+  """Keeps compiled programs in WORKDIR/xla_cache (JAX's persistent compilation cache), so
+  later runs of the same shapes (stage 2, the evaluations, a rerun) skip compilation."""
+  import jax
+  jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(workdir, "xla_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def save_previews(kept_by_method: dict, folder: str) -> list[str]:
   """One PNG strip and one GIF per clip: rows source | ground truth | each method."""
   from PIL import Image
@@ -66,9 +74,7 @@ def main(argv=None) -> int:
                       "evaluation reuse stage 1's; a rerun reuses all)")
   a = p.parse_args(argv)
   if not a.no_xla_cache:
-    import jax
-    jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(a.workdir, "xla_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    cache_compiled_programs(a.workdir)
   logging.basicConfig(level=logging.WARNING)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO

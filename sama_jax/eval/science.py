@@ -188,9 +188,8 @@ def main(argv=None) -> int:
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
   os.makedirs(a.workdir, exist_ok=True)
-  import jax  # the 7 runs per seed share their programs: compile each once (as the demo does)
-  jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(a.workdir, "xla_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  from sama_jax.demo import cache_compiled_programs
+  cache_compiled_programs(a.workdir)  # the 7 runs per seed share their programs: compile each once
   run(a.preset, a.seeds, a.workdir, a.steps, a.clips)
   return 0
 
