@@ -240,6 +240,34 @@ def test_area_normalised_edit_weight_gives_each_edit_the_same_weight_whatever_it
   np.testing.assert_allclose(float(aux["loss_flow"]), 0.5 * (97 / 32 + 7 / 2) * 0.01, rtol=1e-4)
 
 
+def test_task_weights_scale_each_tasks_share_of_the_flow_loss_and_leave_its_metric_alone():
+  """train.task_weights: an example of a named task counts with its weight in the flow loss
+  (the one the gradient sees); tasks not named count once; per-task metrics stay unweighted."""
+  import jax.numpy as jnp
+
+  from sama_jax.train.step import compute_loss
+  rng = np.random.default_rng(4)
+  x0 = jnp.asarray(rng.standard_normal((4, 1, 4, 4, 3)), jnp.float32)
+  names = ("t2v", "cube", "speed", "tube", "image_edit", "video_edit")
+  batch = {"latents": x0, "text": jnp.zeros((4, 3, 8)),
+           "task": jnp.asarray([names.index(t) for t in ("cube", "cube", "image_edit", "tube")], jnp.int32)}
+  oracle = _X0Oracle(x0, jnp.zeros((4, 1, 1)), 0.1)  # squared error 0.01 on every example
+  common = dict(per_sample_timesteps=True, loss_weighting=False, x0_sigma_floor=1.0)
+  _, plain = compute_loss(oracle, batch, jax.random.key(0), train_config(**common))
+  _, weighted = compute_loss(oracle, batch, jax.random.key(0),
+                             train_config(task_weights={"cube": 0.25, "image_edit": 2.0}, **common))
+  np.testing.assert_allclose(float(plain["loss_flow"]), 0.01, rtol=1e-4)
+  np.testing.assert_allclose(float(weighted["loss_flow"]), 0.01 * (0.25 + 0.25 + 2.0 + 1.0) / 4, rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(weighted["task_loss_sum"]), np.asarray(plain["task_loss_sum"]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("weights, message", [({"pretext": 0.1}, "names \\['pretext'\\]"),
+                                              ({"cube": -1.0}, "must be >= 0")])
+def test_bad_task_weights_are_named(weights, message):
+  with pytest.raises(ValueError, match=f"train.task_weights.*{message}"):
+    train_config(task_weights=weights)
+
+
 @pytest.mark.parametrize("field, value", [("schedule", "step"), ("grad_accum", 0), ("ema_decay", 1.0),
                                           ("x0_sigma_floor", 0.0), ("edit_weight", -1.0)])
 def test_bad_train_config_values_are_named(field, value):

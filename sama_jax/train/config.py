@@ -71,6 +71,10 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   # Divide each example's edit term by the share of latents its edit changes (step.py).
   c.edit_area_norm = False
   c.task_names = TASK_NAMES
+  # Flow-loss weight per task name (t2v, cube, speed, tube, image_edit, video_edit); a task
+  # not named weighs 1, the paper's plain mix. E.g. {"cube": 0.1, "speed": 0.1, "tube": 0.1}
+  # turns the pretext tasks' share of the updates down (docs/results.md finding 18).
+  c.task_weights = ml_collections.ConfigDict()
   # Classifier-free guidance needs the model to know the unconditional branch: replace the
   # instruction by the negative prompt with this probability (the paper does not say).
   c.text_dropout = 0.1
@@ -89,4 +93,16 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
     raise ValueError(f"train.edit_weight={c.edit_weight} must be >= 0")
   if not c.x0_sigma_floor > 0.0:
     raise ValueError(f"train.x0_sigma_floor={c.x0_sigma_floor} must be > 0")
+  task_weight_vector(c)  # raises on unknown task names and negative weights
   return c
+
+
+def task_weight_vector(c: ml_collections.ConfigDict) -> tuple[float, ...]:
+  """train.task_weights as one weight per entry of train.task_names (1 where not named)."""
+  weights = dict(c.get("task_weights", None) or {})
+  unknown = sorted(set(weights) - set(c.task_names))
+  if unknown:
+    raise ValueError(f"train.task_weights names {unknown}; the tasks are {tuple(c.task_names)}")
+  if any(not w >= 0.0 for w in weights.values()):
+    raise ValueError(f"train.task_weights={weights}: weights must be >= 0")
+  return tuple(float(weights.get(name, 1.0)) for name in c.task_names)

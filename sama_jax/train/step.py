@@ -21,6 +21,7 @@ from sama_jax.diffusion.flow import (X0_SIGMA_MIN, batch_broadcast, interpolate,
                                      velocity_from_x0, velocity_target)
 from sama_jax.diffusion.schedule import NUM_TRAIN_TIMESTEPS, sample_training_sigmas
 from sama_jax.train.optimizer import learning_rate_schedule
+from sama_jax.train.config import task_weight_vector
 
 
 EDIT_THRESHOLD = 0.05  # |target − source| above this (latent units) counts as edited
@@ -72,10 +73,10 @@ def compute_loss(model, batch: dict, rng: jax.Array, c):
   err = jnp.square(velocity - target) * edit_weights(x0, batch.get("source"), c.get("edit_weight", 0.0),
                                                         c.get("edit_area_norm", False))
   per_example = jnp.mean(err.reshape(b, -1), axis=1) * weight  # [B]
-  flow = jnp.mean(per_example)
+  task = batch.get("task", jnp.zeros((b,), jnp.int32))
+  flow = jnp.mean(per_example * jnp.asarray(task_weight_vector(c), jnp.float32)[task])
   sem = jnp.zeros(()) if s0 is None else semantic_loss(s_pred, s0, s_noise, c.semantic_target, scale)
   loss = flow + c.semantic_weight * sem
-  task = batch.get("task", jnp.zeros((b,), jnp.int32))
   onehot = jax.nn.one_hot(task, len(c.task_names), dtype=jnp.float32)  # [B, K]
   aux = {"loss_flow": flow, "loss_semantic": sem, "sigma_mean": jnp.mean(sigma),
          "task_loss_sum": onehot.T @ per_example, "task_count": onehot.sum(0)}
