@@ -73,7 +73,8 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   c.task_names = TASK_NAMES
   # Flow-loss weight per task name (t2v, cube, speed, tube, image_edit, video_edit); a task
   # not named weighs 1, the paper's plain mix. E.g. {"cube": 0.1, "speed": 0.1, "tube": 0.1}
-  # turns the pretext tasks' share of the updates down (docs/results.md finding 18).
+  # turns the pretext tasks' share of the updates down; at 0.1 it did not keep them from
+  # stopping the world's image edits (docs/results.md finding 18).
   c.task_weights = ml_collections.ConfigDict()
   # Classifier-free guidance needs the model to know the unconditional branch: replace the
   # instruction by the negative prompt with this probability (the paper does not say).

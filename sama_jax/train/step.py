@@ -6,7 +6,7 @@ A batch is a dict of arrays with the examples on axis 0:
   text     [B, L, D_text]    umT5 embeddings
   source   [B, Fs, H, W, C]  clean source latents (optional: absent for plain T2V)
   semantic [B, N, D_sem]     clean SigLIP anchor tokens s0 (optional)
-  task     [B] int32         index into train_config.task_names (for per-task metrics)
+  task     [B] int32         index into train_config.task_names (per-task metrics, train.task_weights)
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from sama_jax import lora as lora_lib
 from sama_jax.diffusion.flow import (X0_SIGMA_MIN, batch_broadcast, interpolate, semantic_loss,
                                      velocity_from_x0, velocity_target)
 from sama_jax.diffusion.schedule import NUM_TRAIN_TIMESTEPS, sample_training_sigmas
-from sama_jax.train.optimizer import learning_rate_schedule
 from sama_jax.train.config import task_weight_vector
+from sama_jax.train.optimizer import learning_rate_schedule
 
 
 EDIT_THRESHOLD = 0.05  # |target − source| above this (latent units) counts as edited
