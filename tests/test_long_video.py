@@ -14,6 +14,7 @@ from flax import nnx
 
 from sama_jax import edit as edit_module
 from sama_jax.config import model_config
+from sama_jax.data import video as video_module
 from sama_jax.data.video import read_video, write_video
 from sama_jax.diffusion.windows import (blend, blend_weights, latent_window, overlap_frames, split_windows,
                                         window_starts, windowed_velocity)
@@ -208,15 +209,21 @@ def cli(bundle, monkeypatch, tmp_path):
                               "--out", str(tmp_path / "out.mp4"), *flags])
 
 
-def test_cli_max_window_frames_edits_the_whole_video_in_windows(cli, bundle, tmp_path):
+def test_cli_max_window_frames_edits_the_whole_video_in_windows(cli, bundle, tmp_path, monkeypatch):
+  # Compare the frames the CLI encodes, not two H.264 files: libx264 is not repeatable on
+  # 32x32 frames (the same frames encode differently from run to run, by up to ~30 levels).
+  written = []
+  real_write = video_module.write_video
+  monkeypatch.setattr(video_module, "write_video", lambda path, frames, fps: (written.append(frames),
+                                                                             real_write(path, frames, fps)))
   assert cli("--max-window-frames", "9") == 0
   frames, fps = read_video(str(tmp_path / "out.mp4"))
   assert (len(frames), fps) == (17, 12.0)
   # max_frames no longer cuts the video: the windows bound the memory instead.
   expected = edit(bundle, read_video(str(tmp_path / "in.mp4"))[0], "make it blue", max_window_frames=9,
                   max_frames=9)
-  write_video(str(tmp_path / "expected.mp4"), expected, 12.0)
-  np.testing.assert_array_equal(frames, read_video(str(tmp_path / "expected.mp4"))[0])
+  assert len(written) == 1
+  np.testing.assert_array_equal(written[0], expected)
 
 
 @pytest.mark.parametrize("value", ["8", "1", "-5"])
