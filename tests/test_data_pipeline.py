@@ -480,3 +480,65 @@ def test_process_slices_assemble_the_single_process_batches():
     assert whole.keys() == parts[0].keys()
     for key in whole:
       np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+
+
+# ---------------------------------------------------------------------------------------
+# Lead-ins: a curriculum over the run's steps (data.<stage>_lead_in, data/phases.py).
+
+
+def tasks_of(batches) -> list[str]:
+  return [TASK_NAMES[int(b["task"][0])] for b in batches]
+
+
+def test_lead_in_draws_its_share_of_the_run_by_its_own_shares_then_the_stages():
+  config = tiny(stage1={"image_edit": 1.0, "clip": 0.0}, pretext={"mix": {"none": 0.0, "cube": 1.0, "speed": 0.0, "tube": 0.0}},
+                stage1_lead_in={"share": 0.25, "image_edit": 1.0, "clip": 3.0})
+  tasks = tasks_of(take(iter(stage1_pipeline(config, 0, 1, total_steps=40)), 30))
+  assert tasks[:10].count("cube") == 7 and tasks[:10].count("image_edit") == 3  # 10 = 0.25 · 40
+  assert tasks[:4] == ["cube", "image_edit", "cube", "cube"]  # each part kept at its share as it goes
+  assert tasks[10:] == ["image_edit"] * 20
+
+
+def test_without_a_lead_in_the_pipeline_is_unchanged_by_the_run_length():
+  config = tiny(stage1={"image_edit": 1.0, "clip": 1.0})
+  assert_same_batches(take(iter(stage1_pipeline(config, 0, 1)), 6),
+                      take(iter(stage1_pipeline(config, 0, 1, total_steps=7)), 6))
+
+
+def test_resume_across_the_end_of_a_lead_in_continues_the_exact_data_order():
+  config = tiny(stage1={"image_edit": 1.0, "clip": 1.0}, stage1_lead_in={"share": 0.5, "image_edit": 0.0, "clip": 1.0})
+  iterator = iter(stage1_pipeline(config, 0, 1, total_steps=12))
+  first = take(iterator, 4)
+  assert set(tasks_of(first)) <= set(PRETEXT_TASK_IDS.values())
+  state = iterator.get_state()
+  expected = take(iterator, 6)  # batches 4..9: the lead-in ends at 6
+  assert "image_edit" in tasks_of(expected[2:]) and "image_edit" not in tasks_of(expected[:2])
+  resumed = iter(stage1_pipeline(config, 0, 1, total_steps=12))
+  resumed.set_state(state)
+  assert_same_batches(take(resumed, 6), expected)
+
+
+@pytest.mark.parametrize("lead,message", [
+    ({"share": 1.0, "image_edit": 0.0, "clip": 1.0}, r"share of the run's steps in \[0, 1\)"),
+    ({"share": 0.2, "image_edit": -1.0, "clip": 1.0}, "non-negative batch shares"),
+    ({"share": 0.2, "image_edit": 0.0, "clip": 0.0}, "are all 0"),
+])
+def test_bad_lead_ins_are_named(lead, message):
+  with pytest.raises(ValueError, match=rf"data.stage1_lead_in.*{message}"):
+    tiny(stage1_lead_in=lead)
+
+
+def test_a_lead_in_needs_the_run_length():
+  config = tiny(stage1_lead_in={"share": 0.2, "image_edit": 0.0, "clip": 1.0})
+  with pytest.raises(ValueError, match="needs the run's total steps"):
+    stage1_pipeline(config, 0, 1)
+
+
+def test_phased_choice_keeps_every_part_at_its_share_as_it_goes():
+  from sama_jax.data.phases import choose
+  drawn, order = {}, []
+  for position in range(8):
+    name = choose({"a": 1.0, "b": 3.0, "c": 0.0}, drawn, position)
+    drawn[name] = drawn.get(name, 0) + 1
+    order.append(name)
+  assert order == ["b", "a", "b", "b", "b", "a", "b", "b"]

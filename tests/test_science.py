@@ -26,18 +26,24 @@ def test_aggregate_gives_mean_and_spread_over_seeds_ignoring_nan():
   assert "| m | 75 ± 25 | 75 ± 25 | 15.0 ± 5.0 | n/a | 1.0 ± 0.0 |" in md
 
 
-@pytest.mark.parametrize("variant, shares, semantic", [("full", (3.0, 1.0), 0.1), ("no_sa", (3.0, 1.0), 0.0),
-                                                      ("no_ma", (3.0, 0.0), 0.1)])
-def test_stage1_variants_drop_semantic_anchoring_or_motion_alignment(variant, shares, semantic):
+@pytest.mark.parametrize("variant, lead_share, semantic", [("full", 0.1, 0.1), ("no_sa", 0.1, 0.0),
+                                                          ("no_ma", 0.0, 0.1)])
+def test_stage1_variants_drop_semantic_anchoring_or_motion_alignment(variant, lead_share, semantic):
   demo = demo_config("smoke")
-  assert (demo.stage1.data.stage1.image_edit, demo.stage1.data.stage1.clip) == (3.0, 1.0)
+  # The demo's stage 1: pretext clips for a tenth of the run, then image pairs alone.
+  assert (demo.stage1.data.stage1.image_edit, demo.stage1.data.stage1.clip) == (1.0, 0.0)
+  assert (demo.stage1.data.stage1_lead_in.share, demo.stage1.data.stage1_lead_in.clip) == (0.1, 1.0)
   assert demo.stage1.train.semantic_weight == 0.1
   c = science.stage1_config(demo, variant, seed=7)
-  # without SA: the same batches, no semantic loss; without MA: no pretext clips
-  assert (c.data.stage1.image_edit, c.data.stage1.clip) == shares
+  # without SA: the same batches, no semantic loss; without MA: no pretext clips, so image
+  # pairs for the whole run
+  assert c.data.stage1_lead_in.share == lead_share
+  assert c.data.stage1_lead_in.clip == (0.0 if variant == "no_ma" else 1.0)
+  assert (c.data.stage1.image_edit, c.data.stage1.clip) == (1.0, 0.0)
   assert c.train.semantic_weight == semantic
   assert c.train.seed == c.data.seed == 7
   assert demo.stage1.train.semantic_weight == 0.1  # the demo's config is not changed
+  assert demo.stage1.data.stage1_lead_in.share == 0.1
 
 
 def test_the_sweep_trains_each_stage_once_and_scores_every_method(monkeypatch, tmp_path):

@@ -23,7 +23,8 @@ from sama_jax.train.loop import train
 STAGE1 = os.path.join(REPO, "configs", "stage1_tiny.py")
 STAGE2 = os.path.join(REPO, "configs", "stage2_tiny.py")
 # One batch shape: stage 1 = cube-inpainting clips only; small frames; no progress bar.
-OVERRIDES = {"data.stage1.image_edit": 0.0, "data.pretext.mix.none": 0.0, "data.pretext.mix.speed": 0.0,
+OVERRIDES = {"data.stage1.image_edit": 0.0, "data.stage1.clip": 1.0, "data.stage1_lead_in.share": 0.0,
+             "data.pretext.mix.none": 0.0, "data.pretext.mix.speed": 0.0,
              "data.pretext.mix.tube": 0.0, "data.resolution": (16, 16), "data.num_frames": 5,
              "data.video_batch_size": 4, "run.progress_bar": False, "run.log_every": 1,
              "run.async_checkpoints": False}

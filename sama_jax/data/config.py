@@ -66,6 +66,11 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
   # Mixing: shares of *batches* per stage (a batch holds one kind and task).
   c.stage1 = ml_collections.ConfigDict({"image_edit": 1.0, "clip": 1.0})
   c.stage2 = ml_collections.ConfigDict({"video_edit": 1.0, "image_edit": 0.0, "clip": 0.0})
+  # Lead-ins: the first `share` of a run's steps draws its batches by these shares instead
+  # (a curriculum; 0 = none). Stage 1 of the world configs runs its Motion Alignment clips
+  # first and ends on Semantic Anchoring pairs (docs/results.md finding 19).
+  c.stage1_lead_in = ml_collections.ConfigDict({"share": 0.0, "image_edit": 0.0, "clip": 1.0})
+  c.stage2_lead_in = ml_collections.ConfigDict({"share": 0.0, "video_edit": 0.0, "image_edit": 0.0, "clip": 1.0})
   # Motion Alignment (SAMA_METHOD.md decision 4): the clip share is split by this mix.
   c.pretext = ml_collections.ConfigDict()
   c.pretext.mix = ml_collections.ConfigDict({"none": 1.0, "cube": 2.0, "speed": 3.0, "tube": 4.0})
@@ -132,11 +137,18 @@ def validate_data_config(c: ml_collections.ConfigDict) -> None:
     if set(weights) != set(kinds) or any(weights[k] < 0 for k in kinds) or sum(weights[k] for k in kinds) <= 0:
       raise ValueError(f"data.{stage}={dict(weights)}; expected non-negative batch shares for {kinds} "
                        "with a positive sum")
+    lead = c[f"{stage}_lead_in"]
+    if set(lead) != {"share", *kinds} or not 0.0 <= lead.share < 1.0 or any(lead[k] < 0 for k in kinds):
+      raise ValueError(f"data.{stage}_lead_in={dict(lead)}; expected a share of the run's steps in [0, 1) "
+                       f"and non-negative batch shares for {kinds}")
+    if lead.share > 0 and sum(lead[k] for k in kinds) <= 0:
+      raise ValueError(f"data.{stage}_lead_in.share={lead.share} but its batch shares for {kinds} are all 0")
   mix = c.pretext.mix
   if set(mix) - set(TASKS) or any(v < 0 for v in mix.values()):
     raise ValueError(f"data.pretext.mix={dict(mix)}; expected non-negative weights for tasks {tuple(TASKS)}")
-  if c.stage1.clip > 0 and sum(mix.values()) <= 0:
-    raise ValueError("data.pretext.mix has no positive weight, yet stage-1 batches include clips")
+  clips = any(c[s].clip > 0 or (c[f"{s}_lead_in"].share > 0 and c[f"{s}_lead_in"].clip > 0) for s in STAGE_KINDS)
+  if clips and sum(mix.values()) <= 0:
+    raise ValueError("data.pretext.mix has no positive weight, yet a stage's batches include clips")
   for name in ("image_batch_size", "video_batch_size", "read_threads", "read_buffer_size", "worker_buffer_size"):
     if c[name] < 1:
       raise ValueError(f"data.{name}={c[name]}; expected a positive integer")

@@ -16,7 +16,7 @@ feeds them to the step without encoding.
 A batch must be homogeneous (source present or not, Ts, T, size), so the mix happens
 between batches: every (kind, pretext task[, bucket]) is a sub-pipeline that batches its
 own examples, and `grain.IterDataset.mix` interleaves the sub-pipelines' batches in
-proportion to their weights. The task mix is therefore per batch; in expectation it
+proportion to their weights (with a lead-in, `data.phases.PhasedMix` does, by phase). The task mix is therefore per batch; in expectation it
 equals the paper's per-example mix (each batch is B examples of one task instead of B
 independent draws). grain's mix is a fixed deterministic schedule rather than random
 draws, so every process (same config) yields the same task and shape at every step —
@@ -43,6 +43,7 @@ import numpy as np
 from sama_jax.data.bucketing import partition_by_bucket
 from sama_jax.data.config import STAGE_KINDS, world_options
 from sama_jax.data.examples import FrameSpec, TaskSpec, load_example, stack_batch, training_example
+from sama_jax.data.phases import PhasedMix
 from sama_jax.data.precomputed import PrecomputedSource
 from sama_jax.data.skips import account_skips
 from sama_jax.data.sources import ManifestSource, SubsetSource, VideoFolderSource, source_from_config
@@ -70,11 +71,12 @@ def _process_placement(process_index, process_count) -> tuple[int, int]:
   return int(process_index), int(process_count)
 
 
-def _task_plan(config, stage: str) -> list[tuple[str, float, str]]:
-  """[(kind, task, batch share)] for the stage; the clip share is split by the pretext mix."""
+def _task_plan(config, shares, kinds) -> list[tuple[str, str, float]]:
+  """[(kind, task, batch share)] for one set of batch shares (data.stage1, a lead-in, ...)
+  over `kinds`; the clip share is split by the pretext mix."""
   plan = []
-  for kind in STAGE_KINDS[stage]:
-    share = float(config[stage][kind])
+  for kind in kinds:
+    share = float(shares[kind])
     if share <= 0:
       continue
     if kind != "clip":
@@ -163,26 +165,42 @@ def _allow_worker_processes() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
-def stage_pipeline(config, stage: str, process_index=None, process_count=None) -> grain.IterDataset:
+def stage_pipeline(config, stage: str, process_index=None, process_count=None,
+                   total_steps: int | None = None) -> grain.IterDataset:
   """The mixed, batched pipeline of `stage` ("stage1" or "stage2"); see the module doc.
-  process_index / process_count default to jax.process_index() / jax.process_count()."""
+  process_index / process_count default to jax.process_index() / jax.process_count().
+  total_steps: the run's length, which a lead-in (data.<stage>_lead_in) needs."""
   if stage not in STAGE_KINDS:
     raise ValueError(f"stage={stage!r}; expected one of {tuple(STAGE_KINDS)}")
   process_index, process_count = _process_placement(process_index, process_count)
   batch_sizes = {"image_edit": _per_process(config.image_batch_size, process_count, "image_batch_size"),
                  "video": _per_process(config.video_batch_size, process_count, "video_batch_size")}
-  groups = {}
-  parts, weights = {}, {}
-  for kind, task, share in _task_plan(config, stage):
-    if kind not in groups:
-      groups[kind] = _size_groups(config, kind, process_count)
-    total = sum(len(s) for _, s in groups[kind])
-    for size, source in groups[kind]:
-      name = f"{stage}/{kind}" + (f"/{task}" if task else "") + (f"@{size[0]}x{size[1]}" if config.buckets else "")
-      batch = batch_sizes["image_edit" if kind == "image_edit" else "video"]
-      parts[name] = _sub_pipeline(config, name, source, kind, task, size, batch, process_index, process_count)
-      weights[name] = share * len(source) / total
-  ds = parts[next(iter(parts))] if len(parts) == 1 else grain.IterDataset.mix(parts, weights)
+  lead = config[f"{stage}_lead_in"]
+  lead_batches = 0
+  if lead.share > 0:
+    if total_steps is None or total_steps < 1:
+      raise ValueError(f"data.{stage}_lead_in.share={lead.share} needs the run's total steps; got {total_steps}")
+    lead_batches = max(1, round(lead.share * total_steps))
+  phases = [_task_plan(config, config[stage], STAGE_KINDS[stage])]
+  if lead_batches:
+    phases.insert(0, _task_plan(config, lead, STAGE_KINDS[stage]))
+  groups, parts, weights = {}, {}, [{} for _ in phases]
+  for phase, plan in zip(weights, phases):
+    for kind, task, share in plan:
+      if kind not in groups:
+        groups[kind] = _size_groups(config, kind, process_count)
+      total = sum(len(s) for _, s in groups[kind])
+      for size, source in groups[kind]:
+        name = (f"{stage}/{kind}" + (f"/{task}" if task else "") +
+                (f"@{size[0]}x{size[1]}" if config.buckets else ""))
+        if name not in parts:
+          batch = batch_sizes["image_edit" if kind == "image_edit" else "video"]
+          parts[name] = _sub_pipeline(config, name, source, kind, task, size, batch, process_index, process_count)
+        phase[name] = share * len(source) / total
+  if lead_batches:
+    ds = PhasedMix(parts, weights, (lead_batches,))
+  else:
+    ds = parts[next(iter(parts))] if len(parts) == 1 else grain.IterDataset.mix(parts, weights[0])
   if config.num_workers > 0:
     _allow_worker_processes()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.num_workers,
@@ -190,13 +208,14 @@ def stage_pipeline(config, stage: str, process_index=None, process_count=None) -
   return ds
 
 
-def stage1_pipeline(config, process_index=None, process_count=None) -> grain.IterDataset:
+def stage1_pipeline(config, process_index=None, process_count=None, total_steps=None) -> grain.IterDataset:
   """Stage 1 (factorized pre-training): Semantic-Anchoring image pairs and
-  Motion-Alignment pretext clips, batch shares config.stage1, pretext mix config.pretext.mix."""
-  return stage_pipeline(config, "stage1", process_index, process_count)
+  Motion-Alignment pretext clips, batch shares config.stage1 (after the lead-in
+  config.stage1_lead_in, if any), pretext mix config.pretext.mix."""
+  return stage_pipeline(config, "stage1", process_index, process_count, total_steps)
 
 
-def stage2_pipeline(config, process_index=None, process_count=None) -> grain.IterDataset:
+def stage2_pipeline(config, process_index=None, process_count=None, total_steps=None) -> grain.IterDataset:
   """Stage 2 (SFT): paired video edits, optionally mixed with image pairs and pretext
-  clips by the batch shares config.stage2."""
-  return stage_pipeline(config, "stage2", process_index, process_count)
+  clips by the batch shares config.stage2 (after the lead-in config.stage2_lead_in)."""
+  return stage_pipeline(config, "stage2", process_index, process_count, total_steps)

@@ -54,12 +54,16 @@ def seeded(config, seed: int):
 
 def stage1_config(demo, variant: str, seed: int):
   """The demo's stage-1 config for `seed`; without SA the semantic tokens are still predicted
-  but not trained (semantic_weight 0), without MA no pretext clips are drawn; otherwise the
-  config's own (the default preset: 3 image-edit batches per clip batch)."""
+  but not trained (semantic_weight 0), without MA no pretext clips are drawn (a lead-in of
+  clips alone goes with them: image pairs throughout); otherwise the config's own."""
   c = seeded(demo.stage1, seed)
   keep_semantic, keep_clips = VARIANTS[variant]
   c.train.semantic_weight *= float(keep_semantic)
+  lead = c.data.stage1_lead_in
   c.data.stage1.clip *= float(keep_clips)
+  lead.clip *= float(keep_clips)
+  if lead.image_edit + lead.clip <= 0:
+    lead.share = 0.0
   return c
 
 

@@ -156,7 +156,7 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
   negative_text = negative_embedding(encoders, config.train.negative_prompt)
   if make_data is None:
     from sama_jax.data.pipeline import stage_pipeline
-    make_data = lambda c, i, n: iter(stage_pipeline(c.data, c.stage, i, n))
+    make_data = lambda c, i, n: iter(stage_pipeline(c.data, c.stage, i, n, total_steps=c.train.total_steps))
   data = make_data(config, process, processes)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
