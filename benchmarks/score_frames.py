@@ -1,0 +1,68 @@
+"""Scores a world trainer workdir on held-out edits as single frames and as clips.
+
+    python benchmarks/score_frames.py --checkpoint runs/stage1 [--frames 1 9] [--clips 192]
+        [--guidance 1] [--split held_out]
+
+`python -m sama_jax.eval.world` scores clips only, through `edit`, which needs 4k+1 >= 5
+frames. A one-frame edit here is an image pair, as stage 1 trains on: the frame is
+encoded, denoised by `edit_latents` in one step (video_frames=1) and decoded. Clips go
+through `edit` as in the demo. The world (kinds, radii, clip length) is the workdir's
+own. docs/results.md findings 18-19 used it (192 one-frame edits, 48 clips). Nothing is
+asserted: it prints one table.
+"""
+
+import argparse
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from sama_jax.edit import _text_embeddings, edit, edit_latents, load_bundle
+from sama_jax.encoders import frames_to_unit
+from sama_jax.eval.world import SPLITS, evaluate, markdown_table, trained_world
+from sama_jax.models.text import clean_text, tokenize
+
+
+def frame_editor(bundle, guidance: float):
+  """(frames uint8 [1, H, W, 3], instruction) -> the one-step edit of that frame."""
+  c, enc = bundle.config.edit, bundle.encoders
+
+  def run(frames, instruction):
+    ids, mask = tokenize(enc.tokenizer, [c.prompt_prefix + clean_text(instruction), c.negative_prompt],
+                         enc.text_len)
+    text = _text_embeddings(enc.text_encoder, jnp.asarray(ids), jnp.asarray(mask))
+    source = enc.codec.encode(frames_to_unit(jnp.asarray(frames[None])))
+    latents = edit_latents(bundle, source, text, video_frames=1, steps=1, guidance=guidance)
+    out = enc.codec.decode(latents)[0]
+    return np.asarray(jnp.clip((out + 1.0) * 127.5, 0, 255)).astype(np.uint8)
+
+  return run
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--checkpoint", required=True, help="a trainer workdir trained on the world")
+  p.add_argument("--frames", type=int, nargs="+", default=[1, 9], help="clip lengths to score (1: image pairs)")
+  p.add_argument("--clips", type=int, default=48)
+  p.add_argument("--guidance", type=float, default=1.0)
+  p.add_argument("--split", choices=sorted(SPLITS), default="held_out")
+  p.add_argument("--seed", type=int, default=1000, help="the demo's evaluation seed")
+  a = p.parse_args(argv)
+  if a.clips < 1 or any(f != 1 and (f < 5 or (f - 1) % 4) for f in a.frames):
+    p.error(f"--clips {a.clips} --frames {a.frames}: expected clips >= 1 and frames 1 or 4k+1 >= 5")
+  if not os.path.isdir(a.checkpoint):
+    p.error(f"--checkpoint {a.checkpoint}: no such workdir")
+  world, bundle = trained_world(a.checkpoint), load_bundle(a.checkpoint)
+  tables = {}
+  for frames in a.frames:
+    editor = (frame_editor(bundle, a.guidance) if frames == 1 else
+              (lambda f, i: edit(bundle, f, i, steps=1, guidance=a.guidance)))
+    _, table, _ = evaluate(editor, num_clips=a.clips, seed=a.seed, split=a.split, desc=f"{frames} frames",
+                           **{**world, "frames": frames})
+    tables[f"{a.split}, {frames} frame{'s' if frames > 1 else ''}, guidance {a.guidance:g}"] = table
+  print(markdown_table(tables))
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
