@@ -15,8 +15,10 @@ from sama_jax.train.config import set_total_steps
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRESETS = {
     # name: (stage-1 steps, stage-2 steps, eval clips, sampling steps). One sampling step
-    # (the x0 prediction at sigma = 1, guided): the world's edits are deterministic, and
-    # more steps measured lower success and far more flicker (docs/results.md finding 15); smoke keeps 4 to exercise the sampling loop.
+    # (the x0 prediction at sigma = 1): the world's edits are deterministic, and more
+    # steps measured lower success and far more flicker (docs/results.md finding 15);
+    # smoke keeps 4 to exercise the sampling loop. Default: 12 minutes on 2 cores, most
+    # of it stage 1's image pairs, whose edits still improve with every step (finding 19).
     "smoke": (12, 12, 4, 4),
     "default": (3000, 500, 48, 1),
     "full": (8000, 8000, 128, 1),
