@@ -491,8 +491,8 @@ def tasks_of(batches) -> list[str]:
 
 
 def test_lead_in_draws_its_share_of_the_run_by_its_own_shares_then_the_stages():
-  config = tiny(stage1={"image_edit": 1.0, "clip": 0.0}, pretext={"mix": {"none": 0.0, "cube": 1.0, "speed": 0.0, "tube": 0.0}},
-                stage1_lead_in={"share": 0.25, "image_edit": 1.0, "clip": 3.0})
+  config = tiny(stage1={"image_edit": 1.0, "clip": 0.0}, stage1_lead_in={"share": 0.25, "image_edit": 1.0, "clip": 3.0},
+                pretext={"mix": {"none": 0.0, "cube": 1.0, "speed": 0.0, "tube": 0.0}})
   tasks = tasks_of(take(iter(stage1_pipeline(config, 0, 1, total_steps=40)), 30))
   assert tasks[:10].count("cube") == 7 and tasks[:10].count("image_edit") == 3  # 10 = 0.25 · 40
   assert tasks[:4] == ["cube", "image_edit", "cube", "cube"]  # each part kept at its share as it goes
@@ -506,7 +506,8 @@ def test_without_a_lead_in_the_pipeline_is_unchanged_by_the_run_length():
 
 
 def test_resume_across_the_end_of_a_lead_in_continues_the_exact_data_order():
-  config = tiny(stage1={"image_edit": 1.0, "clip": 1.0}, stage1_lead_in={"share": 0.5, "image_edit": 0.0, "clip": 1.0})
+  config = tiny(stage1={"image_edit": 1.0, "clip": 1.0},
+                stage1_lead_in={"share": 0.5, "image_edit": 0.0, "clip": 1.0})
   iterator = iter(stage1_pipeline(config, 0, 1, total_steps=12))
   first = take(iterator, 4)
   assert set(tasks_of(first)) <= set(PRETEXT_TASK_IDS.values())

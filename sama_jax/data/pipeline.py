@@ -16,11 +16,12 @@ feeds them to the step without encoding.
 A batch must be homogeneous (source present or not, Ts, T, size), so the mix happens
 between batches: every (kind, pretext task[, bucket]) is a sub-pipeline that batches its
 own examples, and `grain.IterDataset.mix` interleaves the sub-pipelines' batches in
-proportion to their weights (with a lead-in, `data.phases.PhasedMix` does, by phase). The task mix is therefore per batch; in expectation it
-equals the paper's per-example mix (each batch is B examples of one task instead of B
-independent draws). grain's mix is a fixed deterministic schedule rather than random
-draws, so every process (same config) yields the same task and shape at every step —
-what assembling one global batch from per-process batches needs.
+proportion to their weights (with a lead-in, `data.phases.PhasedMix` does, phase by
+phase). The task mix is therefore per batch; in expectation it equals the paper's
+per-example mix (each batch is B examples of one task instead of B independent draws).
+Both mixes are fixed deterministic schedules rather than random draws, so every process
+(same config) yields the same task and shape at every step — what assembling one global
+batch from per-process batches needs.
 
 A sub-pipeline: source -> this process's shard (records i ≡ process_index mod
 process_count, disjoint) -> shuffle (seeded, reshuffled each epoch) -> repeat ->
