@@ -48,8 +48,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Stage 1 as a curriculum, not a mix: Motion Alignment's pretext clips for the first
   # tenth of the run, then Semantic Anchoring's image pairs alone. Mixed in (3 image
   # batches per clip batch, or weighted down to 0.01) the clips' flow loss stopped the
-  # image edits from being learnt (finding 18); run first they cost nothing, and the edits
-  # then need every image-edit step the budget holds (finding 19).
+  # image edits from being learnt (finding 18); run first they cost far less (still more
+  # than their steps: image pairs alone score higher), and the edits then need every
+  # image-edit step the budget holds (finding 19).
   c.data.stage1.image_edit, c.data.stage1.clip = 1.0, 0.0
   c.data.stage1_lead_in.update(share=0.1, image_edit=0.0, clip=1.0)
   # The world recipe departs from the paper's (docs/results.md): a tiny model trained from
