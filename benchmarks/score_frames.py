@@ -15,26 +15,20 @@ import argparse
 import os
 
 import jax.numpy as jnp
-import numpy as np
 
-from sama_jax.edit import _text_embeddings, edit, edit_latents, load_bundle
+from sama_jax.edit import edit, edit_latents, instruction_embeddings, latents_to_frames, load_bundle
 from sama_jax.encoders import frames_to_unit
 from sama_jax.eval.world import SPLITS, evaluate, markdown_table, trained_world
-from sama_jax.models.text import clean_text, tokenize
 
 
 def frame_editor(bundle, guidance: float):
   """(frames uint8 [1, H, W, 3], instruction) -> the one-step edit of that frame."""
-  c, enc = bundle.config.edit, bundle.encoders
 
   def run(frames, instruction):
-    ids, mask = tokenize(enc.tokenizer, [c.prompt_prefix + clean_text(instruction), c.negative_prompt],
-                         enc.text_len)
-    text = _text_embeddings(enc.text_encoder, jnp.asarray(ids), jnp.asarray(mask))
-    source = enc.codec.encode(frames_to_unit(jnp.asarray(frames[None])))
+    text = instruction_embeddings(bundle, instruction, bundle.config.edit)
+    source = bundle.encoders.codec.encode(frames_to_unit(jnp.asarray(frames[None])))
     latents = edit_latents(bundle, source, text, video_frames=1, steps=1, guidance=guidance)
-    out = enc.codec.decode(latents)[0]
-    return np.asarray(jnp.clip((out + 1.0) * 127.5, 0, 255)).astype(np.uint8)
+    return latents_to_frames(bundle, latents)
 
   return run
 

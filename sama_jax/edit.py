@@ -204,14 +204,24 @@ def edit(bundle: EditBundle, frames: np.ndarray, instruction: str, *, progress=N
   if not isinstance(instruction, str) or not clean_text(instruction):
     raise ValueError("the instruction is empty; say what to change, e.g. 'make the car red'")
   source, real = prepare_source(frames, c)
+  text = instruction_embeddings(bundle, instruction, c)
+  source_latents = bundle.encoders.codec.encode(frames_to_unit(jnp.asarray(source[None])))
+  latents = edit_latents(bundle, source_latents, text, video_frames=len(source), progress=progress, **options)
+  return latents_to_frames(bundle, latents)[:real]
+
+
+def instruction_embeddings(bundle: EditBundle, instruction: str, c: ml_collections.ConfigDict) -> jax.Array:
+  """[2, L, D]: the text embeddings of the prefixed instruction, then of the negative
+  prompt (edit config `c`), as `edit_latents` takes them."""
   enc = bundle.encoders
   ids, mask = tokenize(enc.tokenizer, [c.prompt_prefix + clean_text(instruction), c.negative_prompt], enc.text_len)
-  text = _text_embeddings(enc.text_encoder, jnp.asarray(ids), jnp.asarray(mask))
-  source_latents = enc.codec.encode(frames_to_unit(jnp.asarray(source[None])))
-  latents = edit_latents(bundle, source_latents, text, video_frames=len(source), progress=progress, **options)
-  out = enc.codec.decode(latents)[0]
-  pixels = np.asarray(jnp.clip((out + 1.0) * 127.5, 0, 255)).astype(np.uint8)  # truncation, as released
-  return pixels[:real]
+  return _text_embeddings(enc.text_encoder, jnp.asarray(ids), jnp.asarray(mask))
+
+
+def latents_to_frames(bundle: EditBundle, latents: jax.Array) -> np.ndarray:
+  """Decodes edited latents [1, F, h, w, C] to uint8 frames [T, H, W, 3]."""
+  out = bundle.encoders.codec.decode(latents)[0]
+  return np.asarray(jnp.clip((out + 1.0) * 127.5, 0, 255)).astype(np.uint8)  # truncation, as released
 
 
 @nnx.jit
