@@ -505,6 +505,15 @@ def test_without_a_lead_in_the_pipeline_is_unchanged_by_the_run_length():
                       take(iter(stage1_pipeline(config, 0, 1, total_steps=7)), 6))
 
 
+@pytest.mark.parametrize("total", [15, 25, 31])  # 0.1 · total ends in .5 twice: both round alike
+def test_a_schedule_restart_at_the_lead_ins_share_falls_on_its_first_batch_after(total):
+  from sama_jax.train.config import train_config
+  from sama_jax.train.optimizer import restart_steps
+  config = tiny(stage1={"image_edit": 1.0, "clip": 0.0}, stage1_lead_in={"share": 0.1, "image_edit": 0.0, "clip": 1.0})
+  tasks = tasks_of(take(iter(stage1_pipeline(config, 0, 1, total_steps=total)), 5))
+  assert restart_steps(train_config(total_steps=total, schedule_restarts=(0.1,))) == [tasks.index("image_edit")]
+
+
 def test_resume_across_the_end_of_a_lead_in_continues_the_exact_data_order():
   config = tiny(stage1={"image_edit": 1.0, "clip": 1.0},
                 stage1_lead_in={"share": 0.5, "image_edit": 0.0, "clip": 1.0})

@@ -108,6 +108,13 @@ def test_channel_mode_with_shortened_speed_sources_is_refused_before_compiling(t
   assert not os.path.exists(tmp_path / "checkpoints")
 
 
+def test_a_bad_train_config_set_after_it_was_built_is_refused_before_anything_runs(tmp_path):
+  config = small(STAGE1, 4, **{"train.schedule_restarts": (1.5,)})  # as a --config.train.x override sets it
+  with pytest.raises(ValueError, match=r"train.schedule_restarts=\(1.5,\)"):
+    train(config, str(tmp_path))
+  assert not os.listdir(tmp_path)
+
+
 def devices(n):
   return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
 

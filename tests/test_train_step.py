@@ -268,6 +268,24 @@ def test_bad_task_weights_are_named(weights, message):
     train_config(task_weights=weights)
 
 
+def test_learning_rate_schedule_warms_up_then_decays_and_restarts_where_told():
+  from sama_jax.train.optimizer import learning_rate_schedule
+  one = learning_rate_schedule(train_config(learning_rate=1.0, warmup_steps=10, schedule="cosine", total_steps=110))
+  np.testing.assert_allclose([float(one(s)) for s in (0, 5, 10, 60, 110)], [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+  cycles = learning_rate_schedule(train_config(learning_rate=1.0, warmup_steps=10, schedule="cosine",
+                                               total_steps=1000, schedule_restarts=(0.2,)))
+  # Cycle 1: steps 0-199 (warmup 10, cosine over 190); cycle 2: steps 200-999 (warmup 10, cosine over 790).
+  expected = {0: 0.0, 10: 1.0, 105: 0.5, 199: 0.5 * (1 + np.cos(np.pi * 189 / 190)),
+              200: 0.0, 205: 0.5, 210: 1.0, 605: 0.5, 1000: 0.0}
+  np.testing.assert_allclose([float(cycles(s)) for s in expected], list(expected.values()), atol=1e-6)
+
+
+@pytest.mark.parametrize("restarts", [(0.0,), (1.0,), (0.5, 0.2), (0.3, 0.3)])
+def test_bad_schedule_restarts_are_named(restarts):
+  with pytest.raises(ValueError, match=r"train.schedule_restarts=.*increasing fractions of the run in \(0, 1\)"):
+    train_config(schedule_restarts=restarts)
+
+
 @pytest.mark.parametrize("field, value", [("schedule", "step"), ("grad_accum", 0), ("ema_decay", 1.0),
                                           ("x0_sigma_floor", 0.0), ("edit_weight", -1.0)])
 def test_bad_train_config_values_are_named(field, value):

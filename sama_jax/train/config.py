@@ -49,6 +49,9 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   c.learning_rate = 2e-5
   c.schedule = "constant"  # after warmup: "constant" | "cosine" | "linear" decay to 0
   c.warmup_steps = 0
+  # Fractions of total_steps at which warmup + decay start again (SGDR-style cycles), e.g.
+  # (0.1,) with data.stage1_lead_in.share = 0.1: the phase after a lead-in starts at the peak.
+  c.schedule_restarts = ()
   c.weight_decay = 0.01
   c.b1, c.b2, c.eps = 0.9, 0.999, 1e-8
   c.grad_clip = 1.0  # global-norm clipping; 0 turns it off (the released code shows none)
@@ -84,8 +87,18 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   # the whole batch's source with this probability (0: never, as the paper's runs).
   c.source_dropout = 0.0
   c.update(overrides)
+  validate_train_config(c)
+  return c
+
+
+def validate_train_config(c: ml_collections.ConfigDict) -> None:
+  """Raises a ValueError naming the first bad field of a train config (also run by the
+  trainer, after command-line overrides)."""
   if c.schedule not in SCHEDULES:
     raise ValueError(f"train.schedule={c.schedule!r}; expected one of {SCHEDULES}")
+  restarts = tuple(c.get("schedule_restarts", ()))
+  if any(not 0.0 < f < 1.0 for f in restarts) or list(restarts) != sorted(set(restarts)):
+    raise ValueError(f"train.schedule_restarts={restarts}; expected increasing fractions of the run in (0, 1)")
   if c.grad_accum < 1:
     raise ValueError(f"train.grad_accum={c.grad_accum} must be >= 1")
   if not 0.0 <= c.ema_decay < 1.0:
@@ -95,7 +108,6 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   if not c.x0_sigma_floor > 0.0:
     raise ValueError(f"train.x0_sigma_floor={c.x0_sigma_floor} must be > 0")
   task_weight_vector(c)  # raises on unknown task names and negative weights
-  return c
 
 
 def task_weight_vector(c: ml_collections.ConfigDict) -> tuple[float, ...]:

@@ -31,6 +31,7 @@ from sama_jax.models.text import tokenize
 from sama_jax.parallel.mesh import make_mesh
 from sama_jax.parallel.sharding import batch_sharding, global_batch
 from sama_jax.train import checkpoint as ckpt
+from sama_jax.train.config import validate_train_config
 from sama_jax.train.metrics import MetricWriter, first_non_finite, peak_tflops, summarise
 from sama_jax.train.state import create_train_state
 from sama_jax.train.step import make_train_step
@@ -145,6 +146,7 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
   last logged scalars. `make_data(config, process_index, process_count)` builds the data
   iterator with get_state/set_state (default: config.stage's grain pipeline)."""
   run = config.run
+  validate_train_config(config.train)
   if run.distributed:
     initialize_distributed(run)
   process, processes = jax.process_index(), jax.process_count()

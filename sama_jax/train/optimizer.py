@@ -8,17 +8,37 @@ import jax
 import optax
 
 
-def learning_rate_schedule(c) -> optax.Schedule:
-  decay_steps = max(1, c.total_steps - c.warmup_steps)
+def _cycle(c, steps: int) -> optax.Schedule:
+  """One cycle of `steps` steps: linear warmup over c.warmup_steps (at most `steps`), then
+  the decay c.schedule names."""
+  warmup_steps = min(c.warmup_steps, steps)
+  decay_steps = max(1, steps - warmup_steps)
   after = {
       "constant": optax.constant_schedule(c.learning_rate),
       "cosine": optax.cosine_decay_schedule(c.learning_rate, decay_steps),
       "linear": optax.linear_schedule(c.learning_rate, 0.0, decay_steps),
   }[c.schedule]
-  if not c.warmup_steps:
+  if not warmup_steps:
     return after
-  warmup = optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps)
-  return optax.join_schedules([warmup, after], [c.warmup_steps])
+  warmup = optax.linear_schedule(0.0, c.learning_rate, warmup_steps)
+  return optax.join_schedules([warmup, after], [warmup_steps])
+
+
+def restart_steps(c) -> list[int]:
+  """The steps at which c.schedule_restarts (fractions of c.total_steps) start a new cycle,
+  rounded as a data lead-in's length is (data/pipeline.py), so equal share and fraction
+  cut the run at the same step."""
+  return [max(1, round(f * c.total_steps)) for f in c.get("schedule_restarts", ())]
+
+
+def learning_rate_schedule(c) -> optax.Schedule:
+  """Warmup then decay over the run; train.schedule_restarts cuts the run into cycles at
+  those fractions of its steps, each warming up and decaying on its own (a configs' data
+  lead-in can so start its main phase at the peak learning rate)."""
+  bounds = restart_steps(c)
+  edges = [0, *bounds, max(c.total_steps, 1)]
+  cycles = [_cycle(c, b - a) for a, b in zip(edges[:-1], edges[1:])]
+  return optax.join_schedules(cycles, bounds) if bounds else cycles[0]
 
 
 def path_name(path) -> str:
