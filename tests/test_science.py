@@ -12,7 +12,8 @@ from sama_jax.eval import science
 
 
 def table(success, psnr):
-  row = {"count": 4, "success": success, "psnr": psnr, "motion_error": math.nan, "flicker": 1.0}
+  row = {"count": 4, "success": success, "frame_success": success, "psnr": psnr, "motion_error": math.nan,
+         "flicker": 1.0}
   return {"recolour": row, "all": row}
 
 
@@ -23,7 +24,7 @@ def test_aggregate_gives_mean_and_spread_over_seeds_ignoring_nan():
   assert agg["m"]["recolour"]["psnr"][:2] == (15.0, 5.0)
   assert math.isnan(agg["m"]["all"]["motion_error"][0]) and agg["m"]["all"]["motion_error"][2] == 0
   md = science.markdown(agg)
-  assert "| m | 75 ± 25 | 75 ± 25 | 15.0 ± 5.0 | n/a | 1.0 ± 0.0 |" in md
+  assert "| m | 75 ± 25 | 75 ± 25 | 75 ± 25 | 15.0 ± 5.0 | n/a | 1.0 ± 0.0 |" in md
 
 
 @pytest.mark.parametrize("variant, lead_share, semantic", [("full", 0.1, 0.1), ("no_sa", 0.1, 0.0),

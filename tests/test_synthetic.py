@@ -15,8 +15,8 @@ from sama_jax.data.synthetic import WORLD_KINDS, WorldSource, world_case, world_
 from sama_jax.data.synthetic_edits import (EDIT_KINDS, HELD_OUT, Edit, add_position, apply_edit,
                                            edit_from_instruction, edited_pairs, sample_edit,
                                            sample_unmatched_instruction)
-from sama_jax.data.synthetic_metrics import (edit_region, edit_success, evaluate_edit, ground_truth, motion_error,
-                                             preservation_psnr, summarise, temporal_flicker)
+from sama_jax.data.synthetic_metrics import (edit_region, edit_success, edit_success_frames, evaluate_edit, ground_truth,
+                                             motion_error, preservation_psnr, summarise, temporal_flicker)
 from sama_jax.data.synthetic_render import render, render_layers, shape_coverage
 from sama_jax.data.synthetic_scene import (COLOURS, OBJECT_COLOURS, SHAPES, Background, Motion, Scene,
                                            SceneObject, contrasts, sample_scene)
@@ -327,10 +327,12 @@ def test_ground_truth_scores_perfectly_and_identity_fails(kind):
   for scene, edit in cases:
     truth = ground_truth(scene, edit)
     perfect = evaluate_edit(truth.frames, scene, edit)
-    assert perfect["success"] and perfect["psnr"] == math.inf
+    assert perfect["success"] and perfect["frame_success"] == 1.0 and perfect["psnr"] == math.inf
     # nan, not 0, where there is nothing to measure (no object left, no still pixel)
     assert not perfect["motion_error"] > 0 and not perfect["flicker"] > 0
     assert not edit_success(truth.source_frames, scene, edit)
+    frames = edit_success_frames(truth.source_frames, scene, edit, truth)
+    assert evaluate_edit(truth.source_frames, scene, edit)["frame_success"] == frames.mean() < 1.0
 
 
 def test_a_removal_must_show_what_was_behind_the_object():
@@ -429,6 +431,9 @@ def test_summary_reports_success_per_edit_kind():
   table = summarise(rows)
   assert table["remove"]["success"] == 0.5 and table["all"]["count"] == 2
   assert table["remove"]["psnr"] == 60.0 and table["remove"]["motion_error"] == 0.0
+  assert math.isnan(table["remove"]["frame_success"])  # rows scored before frame success existed
+  rows = [{**rows[0], "frame_success": 1.0}, {**rows[1], "frame_success": 0.5}]
+  assert summarise(rows)["all"]["frame_success"] == 0.75
 
 
 def test_pred_of_the_wrong_shape_is_a_clear_error():

@@ -266,25 +266,29 @@ def temporal_flicker(pred, scene: Scene, edit: Edit, truth: Truth | None = None)
 
 
 def evaluate_edit(pred, scene: Scene, edit: Edit) -> dict:
-  """All measures for one clip: {"kind", "success", "psnr", "motion_error", "flicker"}."""
+  """All measures for one clip: {"kind", "success", "frame_success", "psnr", "motion_error",
+  "flicker"}; frame_success is the share of its frames that show the edit (a frame with
+  nothing to measure passes, as for success, which asks it of every frame)."""
   truth = ground_truth(scene, edit)
-  return {"kind": edit.kind, "success": edit_success(pred, scene, edit, truth),
+  frames = edit_success_frames(pred, scene, edit, truth)
+  return {"kind": edit.kind, "success": bool(frames.all()), "frame_success": float(frames.mean()),
           "psnr": preservation_psnr(pred, scene, edit, truth),
           "motion_error": motion_error(pred, scene, edit, truth),
           "flicker": temporal_flicker(pred, scene, edit, truth)}
 
 
 def summarise(rows: list[dict]) -> dict:
-  """Per edit kind (and "all"): success rate and mean PSNR (capped at PSNR_CAP_DB),
-  motion error and flicker (nan entries ignored), and the count."""
+  """Per edit kind (and "all"): success rate, mean frame success, PSNR (capped at
+  PSNR_CAP_DB), motion error and flicker (nan or missing entries ignored), and the count."""
   def mean(chosen, key, cap=math.inf):
-    values = [min(r[key], cap) for r in chosen if not math.isnan(r[key])]
+    values = [min(r.get(key, math.nan), cap) for r in chosen if not math.isnan(r.get(key, math.nan))]
     return float(np.mean(values)) if values else math.nan
 
   table = {}
   for kind in sorted({r["kind"] for r in rows}) + ["all"]:
     chosen = [r for r in rows if kind in ("all", r["kind"])]
     table[kind] = {"count": len(chosen), "success": float(np.mean([r["success"] for r in chosen])),
+                   "frame_success": mean(chosen, "frame_success"),
                    "psnr": mean(chosen, "psnr", PSNR_CAP_DB), "motion_error": mean(chosen, "motion_error"),
                    "flicker": mean(chosen, "flicker")}
   return table

@@ -42,7 +42,7 @@ METHODS = {
 }
 # stage-1 variant -> (keeps the semantic loss, keeps the pretext clips)
 VARIANTS = {"full": (True, True), "no_sa": (False, True), "no_ma": (True, False)}
-METRICS = ("success", "psnr", "motion_error", "flicker")
+METRICS = ("success", "frame_success", "psnr", "motion_error", "flicker")
 
 
 def seeded(config, seed: int):
@@ -94,7 +94,7 @@ def aggregate(per_seed: list[dict]) -> dict:
     for kind in kinds:
       out[method][kind] = {}
       for metric in METRICS:
-        values = [t[method][kind][metric] for t in per_seed if kind in t[method]]
+        values = [t[method][kind].get(metric, math.nan) for t in per_seed if kind in t[method]]
         values = [v for v in values if not math.isnan(v)]
         out[method][kind][metric] = (float(np.mean(values)) if values else math.nan,
                                      float(np.std(values)) if values else math.nan, len(values))
@@ -102,10 +102,11 @@ def aggregate(per_seed: list[dict]) -> dict:
 
 
 def markdown(agg: dict) -> str:
-  """Rows: methods; columns: success per edit kind, then all-clip success, PSNR, motion
-  error and flicker, each as mean ± std over seeds."""
+  """Rows: methods; columns: success per edit kind, then all-clip success, frame success,
+  PSNR, motion error and flicker, each as mean ± std over seeds."""
   kinds = sorted({k for t in agg.values() for k in t if k != "all"})
-  head = ["method"] + [f"{k} success %" for k in kinds] + ["all success %", "PSNR dB", "motion err px", "flicker"]
+  head = (["method"] + [f"{k} success %" for k in kinds] +
+          ["all success %", "frames ok %", "PSNR dB", "motion err px", "flicker"])
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
   def cell(stat, scale=1.0, digits=1):
@@ -115,7 +116,8 @@ def markdown(agg: dict) -> str:
   for method, t in agg.items():
     cells = [cell(t[k]["success"], 100, 0) if k in t else "-" for k in kinds]
     a = t["all"]
-    cells += [cell(a["success"], 100, 0), cell(a["psnr"]), cell(a["motion_error"], digits=2), cell(a["flicker"])]
+    cells += [cell(a["success"], 100, 0), cell(a["frame_success"], 100, 0), cell(a["psnr"]),
+              cell(a["motion_error"], digits=2), cell(a["flicker"])]
     lines.append("| " + " | ".join([method] + cells) + " |")
   return "\n".join(lines)
 

@@ -18,6 +18,7 @@ training distribution, which separates "cannot edit" from "does not generalise".
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -83,16 +84,19 @@ def trained_world(workdir: str) -> dict:
 
 
 def markdown_table(tables: dict[str, dict]) -> str:
-  """Rows: methods; columns: success per edit kind, then PSNR / motion error / flicker
-  over all clips."""
+  """Rows: methods; columns: success per edit kind, then success, frame success (the share
+  of frames showing the edit), PSNR, motion error and flicker over all clips."""
   kinds = sorted({k for t in tables.values() for k in t if k != "all"})
-  head = ["method"] + [f"{k} success" for k in kinds] + ["all success", "PSNR dB", "motion err px", "flicker"]
+  head = (["method"] + [f"{k} success" for k in kinds] +
+          ["all success", "frames ok", "PSNR dB", "motion err px", "flicker"])
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   fmt = lambda v: "n/a" if v is None or np.isnan(v) else f"{v:.2f}"
   for method, t in tables.items():
     cells = [f"{100 * t[k]['success']:.0f}% ({t[k]['count']})" if k in t else "-" for k in kinds]
     a = t["all"]
-    cells += [f"{100 * a['success']:.0f}%", fmt(a["psnr"]), fmt(a["motion_error"]), fmt(a["flicker"])]
+    frames = a.get("frame_success", math.nan)
+    cells += [f"{100 * a['success']:.0f}%", "n/a" if math.isnan(frames) else f"{100 * frames:.0f}%",
+              fmt(a["psnr"]), fmt(a["motion_error"]), fmt(a["flicker"])]
     lines.append("| " + " | ".join([method] + cells) + " |")
   return "\n".join(lines)
 
