@@ -17,7 +17,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.stage = "stage1"
   # World encoders: patch codec (4x4 space-to-depth: 48 latent channels), tiny umT5 and SigLIP.
-  c.encoders = encoders_config(codec="patch", codec_factor=4, text_len=24, world_text_dim=32,
+  # The umT5 stand-in is as wide as the DiT (128): at width 32 its frozen random features
+  # kept the tiny DiT from learning which object and colour the words name (finding 20).
+  c.encoders = encoders_config(codec="patch", codec_factor=4, text_len=24, world_text_dim=128,
                                world_siglip_dim=48, world_image_size=32, world_semantic_grid=2)
   # One latent position (4x4 pixels, 48 channels) per token, width 128: with 8x8-pixel
   # tokens the tiny DiT cannot tell which pixels of a token are the named object
@@ -33,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # until then it cannot see what it edits (docs/results.md finding 10). Half the tokens,
   # so a step costs about half as much.
   c.model = model_config(dim=128, ffn_dim=512, num_heads=4, num_layers=4, in_channels=48, out_channels=48,
-                         patch_size=(1, 1, 1), text_dim=32, freq_dim=64, semantic_dim=48, semantic_hidden_dim=64,
+                         patch_size=(1, 1, 1), text_dim=128, freq_dim=64, semantic_dim=48, semantic_hidden_dim=64,
                          num_semantic_tokens=5, prediction="x0", source_skip=True, source_mode="channel",
                          scale_input=True)
   # Every edit instruction carries the released model's prompt prefix, so stage-1 image
@@ -53,6 +55,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # image-edit step the budget holds (finding 19).
   c.data.stage1.image_edit, c.data.stage1.clip = 1.0, 0.0
   c.data.stage1_lead_in.update(share=0.1, image_edit=0.0, clip=1.0)
+  # ... and the image pairs start at the peak learning rate: the schedule warms up and
+  # decays again where the lead-in ends (train.schedule_restarts; finding 20).
+  restart = (c.data.stage1_lead_in.share,)
   # The world recipe departs from the paper's (docs/results.md): a tiny model trained from
   # scratch, with a high learning rate. DiffSynth's Gaussian loss weight is ~0 at sigma ~ 1,
   # where the shift puts most draws, so uniform weights over per-example levels. The x0
@@ -60,14 +65,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # (floor 0.05) let rare low-σ draws dominate and the model never learnt to read the
   # instruction (docs/results.md finding 9); at lr 3e-3 it read the text worse than at 1e-3.
   # The latents an edit changes weigh 1 + edit_weight in the loss: an object is a few
-  # percent of a frame, and with plain weights the copy term drowns it (finding 10).
+  # percent of a frame, and with plain weights the copy term drowns it (finding 10; 8
+  # rather than 3 since finding 20).
   # Shift 20 (69% of the draws above sigma 0.9, against 25% at shift 3) trains mostly near
   # the level the one-step sampler asks about; removals learnt faster (finding 16).
   # No text dropout, so no guidance (edit.guidance 1): with the semantic loss, dropout 0.1
   # halved the one-frame edits learnt in 1000 steps (finding 18).
   c.train = train_config(learning_rate=1e-3, warmup_steps=100, schedule="cosine", total_steps=400,
                          ema_decay=0.99, loss_weighting=False, per_sample_timesteps=True, timestep_shift=20.0,
-                         x0_sigma_floor=1.0, edit_weight=3.0, text_dropout=0.0)
+                         x0_sigma_floor=1.0, edit_weight=8.0, text_dropout=0.0,
+                         schedule_restarts=restart)
   c.lora = lora_config()  # --config.lora.rank=16: train LoRA adapters only
   c.run = run_config(log_every=10, checkpoint_every=100)
   c.mesh = mesh_config()

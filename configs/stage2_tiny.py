@@ -14,4 +14,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # As many image-edit batches as video-edit batches: more edits per second (stage1_tiny.py).
   c.data.stage2.video_edit, c.data.stage2.image_edit = 1.0, 1.0
   c.train.total_steps = 400
+  c.train.schedule_restarts = ()  # stage 2 has no lead-in: one warmup and decay
   return c

@@ -39,6 +39,7 @@ def test_stage1_variants_drop_semantic_anchoring_or_motion_alignment(variant, le
   # without SA: the same batches, no semantic loss; without MA: no pretext clips, so image
   # pairs for the whole run
   assert c.data.stage1_lead_in.share == lead_share
+  assert tuple(c.train.schedule_restarts) == ((lead_share,) if lead_share else ())  # restart where the lead-in ends
   assert c.data.stage1_lead_in.clip == (0.0 if variant == "no_ma" else 1.0)
   assert (c.data.stage1.image_edit, c.data.stage1.clip) == (1.0, 0.0)
   assert c.train.semantic_weight == semantic

@@ -55,7 +55,8 @@ def seeded(config, seed: int):
 def stage1_config(demo, variant: str, seed: int):
   """The demo's stage-1 config for `seed`; without SA the semantic tokens are still predicted
   but not trained (semantic_weight 0), without MA no pretext clips are drawn (a lead-in of
-  clips alone goes with them: image pairs throughout); otherwise the config's own."""
+  clips alone goes with them, and the schedule restart at its end: image pairs throughout,
+  one warmup and decay); otherwise the config's own."""
   c = seeded(demo.stage1, seed)
   keep_semantic, keep_clips = VARIANTS[variant]
   c.train.semantic_weight *= float(keep_semantic)
@@ -64,6 +65,7 @@ def stage1_config(demo, variant: str, seed: int):
   lead.clip *= float(keep_clips)
   if lead.image_edit + lead.clip <= 0:
     lead.share = 0.0
+    c.train.schedule_restarts = ()
   return c
 
 
