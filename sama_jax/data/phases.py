@@ -13,6 +13,13 @@ from __future__ import annotations
 import grain
 
 
+def phase_steps(share: float, total_steps: int) -> int:
+  """The steps (batches) of a run of `total_steps` that a phase of `share` of it covers:
+  a data lead-in's length, and where train.schedule_restarts cuts the learning-rate
+  schedule, so the two agree."""
+  return max(1, round(share * total_steps))
+
+
 def choose(weights: dict[str, float], drawn: dict[str, int], position: int) -> str:
   """The part to draw the `position`-th batch of a phase from (0-based), given how many
   batches each part gave so far in the phase: the one furthest behind its share."""

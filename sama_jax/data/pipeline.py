@@ -44,7 +44,7 @@ import numpy as np
 from sama_jax.data.bucketing import partition_by_bucket
 from sama_jax.data.config import STAGE_KINDS, world_options
 from sama_jax.data.examples import FrameSpec, TaskSpec, load_example, stack_batch, training_example
-from sama_jax.data.phases import PhasedMix
+from sama_jax.data.phases import PhasedMix, phase_steps
 from sama_jax.data.precomputed import PrecomputedSource
 from sama_jax.data.skips import account_skips
 from sama_jax.data.sources import ManifestSource, SubsetSource, VideoFolderSource, source_from_config
@@ -181,7 +181,7 @@ def stage_pipeline(config, stage: str, process_index=None, process_count=None,
   if lead.share > 0:
     if total_steps is None or total_steps < 1:
       raise ValueError(f"data.{stage}_lead_in.share={lead.share} needs the run's total steps; got {total_steps}")
-    lead_batches = max(1, round(lead.share * total_steps))
+    lead_batches = phase_steps(lead.share, total_steps)
   phases = [_task_plan(config, config[stage], STAGE_KINDS[stage])]
   if lead_batches:
     phases.insert(0, _task_plan(config, lead, STAGE_KINDS[stage]))

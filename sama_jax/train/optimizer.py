@@ -7,6 +7,8 @@ import re
 import jax
 import optax
 
+from sama_jax.data.phases import phase_steps
+
 
 def _cycle(c, steps: int) -> optax.Schedule:
   """One cycle of `steps` steps: linear warmup over c.warmup_steps (at most `steps`), then
@@ -26,9 +28,9 @@ def _cycle(c, steps: int) -> optax.Schedule:
 
 def restart_steps(c) -> list[int]:
   """The steps at which c.schedule_restarts (fractions of c.total_steps) start a new cycle,
-  rounded as a data lead-in's length is (data/pipeline.py), so equal share and fraction
-  cut the run at the same step."""
-  return [max(1, round(f * c.total_steps)) for f in c.get("schedule_restarts", ())]
+  counted as a data lead-in's length is (`phase_steps`), so equal share and fraction cut
+  the run at the same step."""
+  return [phase_steps(f, c.total_steps) for f in c.get("schedule_restarts", ())]
 
 
 def learning_rate_schedule(c) -> optax.Schedule:
