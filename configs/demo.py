@@ -20,7 +20,7 @@ PRESETS = {
     # smoke keeps 4 to exercise the sampling loop. Default: 11 minutes on 2 cores, most
     # of it stage 1's image pairs, whose edits still improve with every step (finding 19).
     "smoke": (12, 12, 4, 4),
-    "default": (3000, 500, 48, 1),
+    "default": (4500, 500, 48, 1),
     "full": (8000, 8000, 128, 1),
 }
 

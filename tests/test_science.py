@@ -49,10 +49,11 @@ def test_stage1_variants_drop_semantic_anchoring_or_motion_alignment(variant, le
 
 
 def test_the_sweep_trains_each_stage_once_and_scores_every_method(monkeypatch, tmp_path):
-  trained, scored = [], []
+  trained, scored, rates = [], [], {}
 
   def fake_train(config, workdir, init_from=None):
     trained.append((workdir.split("/")[-1], (init_from or "").split("/")[-1], config.train.seed))
+    rates[workdir.split("/")[-1]] = config.train.learning_rate
     os.makedirs(os.path.join(workdir, "checkpoints", str(config.train.total_steps)))
 
   monkeypatch.setattr("sama_jax.train.loop.train", fake_train)
@@ -66,6 +67,11 @@ def test_the_sweep_trains_each_stage_once_and_scores_every_method(monkeypatch, t
   agg = science.run("smoke", [0, 1], str(tmp_path))
   assert len(trained) == 2 * 7  # per seed: 3 stage-1 variants, 4 stage-2 runs
   assert ("stage2_no_sa", "stage1_no_sa", 1) in trained and ("stage2_scratch", "", 0) in trained
+  # stage 2 fine-tunes at its own (lower) rate; from scratch it trains at stage 1's
+  demo = demo_config("smoke")
+  assert demo.stage2.train.learning_rate < demo.stage1.train.learning_rate
+  assert rates["stage2_full"] == demo.stage2.train.learning_rate
+  assert rates["stage2_scratch"] == rates["stage1_full"] == demo.stage1.train.learning_rate
   assert len(scored) == 1 + 2 * len(science.METHODS)  # identity once, every method per seed
   assert set(agg) == {"identity (output = source)", *science.METHODS}
   assert (tmp_path / "science.md").read_text().count("±") > 10

@@ -163,7 +163,10 @@ def run(preset: str, seeds: list[int], workdir: str, steps: tuple[int, int] | No
       folder = s1
       if stage2:
         name = f"stage2_{variant or 'scratch'}"
-        folder = train_once(seeded(demo.stage2, seed), os.path.join(workdir, f"seed{seed}", name), init_from=s1)
+        config = seeded(demo.stage2, seed)
+        if s1 is None:  # from scratch: stage 1's learning rate, not the fine-tuning one
+          config.train.learning_rate = demo.stage1.train.learning_rate
+        folder = train_once(config, os.path.join(workdir, f"seed{seed}", name), init_from=s1)
       bundle = load_bundle(folder)
       _, tables[method], _ = evaluate(lambda f, i: edit(bundle, f, i), desc=f"seed {seed}: {method}", **world)
     per_seed.append(tables)
