@@ -14,10 +14,10 @@ Per seed it trains, from the demo preset's configs (configs/demo.py):
   SA"), stage 1 without MA (image-edit pairs only, no pretext clips),
 then stage 2 (SFT on paired video edits, the preset's stage-2 steps) from each of them and
 from scratch ("stage 2 only": no factorized pre-training, at stage 1's learning rate).
-Every stage-1 model is also scored zero-shot. All are scored on the same held-out clips, next to the identity
-baseline. Writes WORKDIR/science.md (mean ± std over seeds) and science.json (per seed).
-A finished run (its newest checkpoint at the configured steps) is reused, so a crashed
-sweep resumes where it stopped.
+Every stage-1 model is also scored zero-shot. All are scored on the same held-out clips,
+next to the identity baseline. Writes WORKDIR/science.md (mean ± std over seeds) and
+science.json (per seed). A finished run (its newest checkpoint at the configured steps)
+is reused, so a crashed sweep resumes where it stopped.
 """
 
 from __future__ import annotations
