@@ -1,14 +1,16 @@
 """Scores a world trainer workdir on held-out edits as single frames and as clips.
 
     python benchmarks/score_frames.py --checkpoint runs/stage1 [--frames 1 9] [--clips 192]
-        [--guidance 1] [--split held_out]
+        [--guidance 1] [--split held_out] [--by-reference]
 
 `python -m sama_jax.eval.world` scores clips only, through `edit`, which needs 4k+1 >= 5
 frames. A one-frame edit here is an image pair, as stage 1 trains on: the frame is
 encoded, denoised by `edit_latents` in one step (video_frames=1) and decoded. Clips go
 through `edit` as in the demo. The world (kinds, radii, clip length) is the workdir's
 own. docs/results.md findings 18-19 used it (192 one-frame edits, 48 clips). Nothing is
-asserted: it prints one table.
+asserted: it prints one table, and with --by-reference one per clip length whose rows
+split the edits by how the instruction names its object (`reference_kind`: the colour
+alone, a colour other objects share, or the shape alone; docs/results.md finding 22).
 """
 
 import argparse
@@ -18,7 +20,7 @@ import jax.numpy as jnp
 
 from sama_jax.edit import edit, edit_latents, instruction_embeddings, latents_to_frames, load_bundle
 from sama_jax.encoders import frames_to_unit
-from sama_jax.eval.world import SPLITS, evaluate, markdown_table, trained_world
+from sama_jax.eval.world import SPLITS, by_reference, evaluate, markdown_table, trained_world
 
 
 def frame_editor(bundle, guidance: float):
@@ -41,20 +43,26 @@ def main(argv=None) -> int:
   p.add_argument("--guidance", type=float, default=1.0)
   p.add_argument("--split", choices=sorted(SPLITS), default="held_out")
   p.add_argument("--seed", type=int, default=1000, help="the demo's evaluation seed")
+  p.add_argument("--by-reference", action="store_true", help="also split each length's edits by reference kind")
   a = p.parse_args(argv)
   if a.clips < 1 or any(f != 1 and (f < 5 or (f - 1) % 4) for f in a.frames):
     p.error(f"--clips {a.clips} --frames {a.frames}: expected clips >= 1 and frames 1 or 4k+1 >= 5")
   if not os.path.isdir(a.checkpoint):
     p.error(f"--checkpoint {a.checkpoint}: no such workdir")
   world, bundle = trained_world(a.checkpoint), load_bundle(a.checkpoint)
-  tables = {}
+  tables, split_tables = {}, {}
   for frames in a.frames:
     editor = (frame_editor(bundle, a.guidance) if frames == 1 else
               (lambda f, i: edit(bundle, f, i, steps=1, guidance=a.guidance)))
-    _, table, _ = evaluate(editor, num_clips=a.clips, seed=a.seed, split=a.split, desc=f"{frames} frames",
-                           **{**world, "frames": frames})
-    tables[f"{a.split}, {frames} frame{'s' if frames > 1 else ''}, guidance {a.guidance:g}"] = table
+    rows, table, _ = evaluate(editor, num_clips=a.clips, seed=a.seed, split=a.split, desc=f"{frames} frames",
+                              **{**world, "frames": frames})
+    label = f"{a.split}, {frames} frame{'s' if frames > 1 else ''}, guidance {a.guidance:g}"
+    tables[label] = table
+    split_tables[label] = by_reference(rows)
   print(markdown_table(tables))
+  if a.by_reference:
+    for label, table in split_tables.items():
+      print(f"\n{label}, by reference\n\n{markdown_table(table)}")
   return 0
 
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from sama_jax.data.synthetic_edits import HELD_OUT, edited_pairs
-from sama_jax.eval.world import eval_cases, evaluate, identity
+from sama_jax.data.synthetic_grammar import REFERENCES
+from sama_jax.eval.world import by_reference, eval_cases, evaluate, identity
 
 SHAPE = dict(frames=5, height=32, width=32)
 
@@ -33,3 +34,14 @@ def test_splits_are_deterministic_and_scored_alike():
 def test_unknown_split_is_refused():
   with pytest.raises(ValueError, match="split='train'"):
     next(eval_cases(1, 0, **SHAPE, split="train"))
+
+
+def test_rows_carry_their_reference_kind_and_split_by_it():
+  rows, table, _ = evaluate(identity, num_clips=12, seed=1000, **SHAPE, desc="id")
+  assert all(r["reference"] in REFERENCES + (None,) for r in rows)
+  split = by_reference(rows)
+  counted = {ref: sum(r["reference"] == ref for r in rows) for ref in REFERENCES}
+  assert split and {k.removeprefix("reference: ") for k in split} == {ref for ref, n in counted.items() if n}
+  for key, sub in split.items():
+    assert sub["all"]["count"] == counted[key.removeprefix("reference: ")]
+  assert sum(sub["all"]["count"] for sub in split.values()) == sum(r["reference"] is not None for r in rows)

@@ -309,6 +309,18 @@ def test_clip_captions_describe_the_scene():
   assert example["video"].shape == (17, 64, 64, 3) and example["caption"]
 
 
+def test_reference_kind_says_which_cue_names_the_object():
+  scene = Scene((SceneObject("circle", "red", 6, Motion((20, 20))), SceneObject("cross", "red", 6, Motion((40, 40))),
+                 SceneObject("square", "blue", 6, Motion((20, 40)))), Background(("green",)))
+  kind = lambda text: grammar.reference_kind(scene, text)
+  assert kind("make the blue square red") == "colour suffices"
+  assert kind("make the red cross blue") == "colour shared"  # the red circle: the shape must tell
+  assert kind("remove the square") == kind("delete the cross") == "shape only"
+  # An instruction naming no object: a red object exists, so only the shape says "none".
+  assert kind("remove the red square") == "colour shared" and kind("remove the green square") == "colour suffices"
+  assert kind("make the background blue") is None and kind("add a red circle in the top left corner") is None
+
+
 def test_world_source_is_an_indexable_sequence():
   source = WorldSource("image_edit", 3, seed=2, options=(("height", 32), ("width", 32)))
   assert len(source) == 3 and source[1]["source"].shape == (32, 32, 3)

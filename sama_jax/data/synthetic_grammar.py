@@ -95,6 +95,26 @@ def find_objects(scene: Scene, colour: str | None, shape: str) -> tuple[int, ...
                if o.shape == shape and (colour is None or o.colour == colour))
 
 
+# How an instruction's reference picks out its object, from easiest to read to hardest.
+REFERENCES = ("colour suffices", "colour shared", "shape only")
+
+
+def reference_kind(scene: Scene, instruction: str) -> str | None:
+  """Which cue the instruction's reference leaves a model to read (REFERENCES): "shape
+  only" ('the cross'); "colour shared" ('the blue cross' where another object in the
+  scene is blue, so the shape must tell them apart; for an instruction that matches no
+  object, any object of the named colour); "colour suffices" otherwise. None for an
+  instruction that names no object (background, add)."""
+  parts = parse_instruction(instruction)
+  if parts["ref_shape"] is None:
+    return None
+  if parts["ref_colour"] is None:
+    return "shape only"
+  named = sum(o.colour == parts["ref_colour"] for o in scene.objects)
+  matched = bool(find_objects(scene, parts["ref_colour"], parts["ref_shape"]))
+  return "colour shared" if named > matched else "colour suffices"
+
+
 def caption(scene: Scene) -> str:
   """e.g. 'a red circle and a blue square moving on a green background'."""
   names = [f"a {o.colour} {o.shape}" for o in scene.objects]

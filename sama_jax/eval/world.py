@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from sama_jax.data.config import world_options
 from sama_jax.data.synthetic import world_case
+from sama_jax.data.synthetic_grammar import REFERENCES, reference_kind
 from sama_jax.data.synthetic_metrics import evaluate_edit, ground_truth, summarise
 
 Editor = Callable[[np.ndarray, str], np.ndarray]
@@ -56,16 +57,18 @@ def eval_cases(num_clips: int, seed: int, split: str = "held_out", **world):
 def evaluate(editor: Editor, *, num_clips: int, seed: int, desc: str = "eval", keep: int = 0,
              split: str = "held_out", **world):
   """Scores `editor` on `num_clips` clips of `split` (held-out by default); `world` as
-  `eval_cases`. Returns (rows, table, kept) where rows are per-clip measures, table is
-  `summarise(rows)` (per edit kind and "all") and kept holds (source, ground truth,
-  prediction, instruction) of the first `keep` clips."""
+  `eval_cases`. Returns (rows, table, kept) where rows are per-clip measures (with the
+  instruction and its `reference_kind`), table is `summarise(rows)` (per edit kind and
+  "all") and kept holds (source, ground truth, prediction, instruction) of the first
+  `keep` clips."""
   rows, kept = [], []
   for scene, edit, truth in tqdm(eval_cases(num_clips, seed, split, **world), total=num_clips,
                                  desc=desc, unit="clip"):
     pred = editor(truth.source_frames, edit.instruction)
     if pred.shape != truth.frames.shape:
       raise ValueError(f"the editor returned {pred.shape}; expected the source's {truth.frames.shape}")
-    rows.append({**evaluate_edit(pred, scene, edit), "instruction": edit.instruction})
+    rows.append({**evaluate_edit(pred, scene, edit), "instruction": edit.instruction,
+                 "reference": reference_kind(scene, edit.instruction)})
     if len(kept) < keep:
       kept.append((truth.source_frames, truth.frames, pred, edit.instruction))
   return rows, summarise(rows), kept
@@ -81,6 +84,14 @@ def trained_world(workdir: str) -> dict:
   if not os.path.isdir(workdir):
     raise SystemExit(f"{workdir} does not exist; train one first (python -m sama_jax.demo)")
   return world_options(ckpt.read_config(os.path.join(workdir, "checkpoints"))["data"])
+
+
+def by_reference(rows: list[dict]) -> dict[str, dict]:
+  """`summarise` of the rows of each reference kind (REFERENCES order; rows whose
+  instruction names no object left out), keyed "reference: <kind>" for `markdown_table`:
+  whether the edits fail where the colour alone names the object or where the shape must."""
+  return {f"reference: {ref}": summarise([r for r in rows if r.get("reference") == ref])
+          for ref in REFERENCES if any(r.get("reference") == ref for r in rows)}
 
 
 def markdown_table(tables: dict[str, dict]) -> str:
