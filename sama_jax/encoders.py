@@ -59,6 +59,9 @@ def encoders_config(**overrides) -> ml_collections.ConfigDict:
   c.world_image_size = 32
   c.world_patch = 4
   c.world_semantic_grid = 2
+  # A folder written by `python -m sama_jax.world_siglip` (contrastive pre-training on world
+  # frames and captions): the world SigLIP starts from it instead of its random init.
+  c.world_siglip_init = ""
   c.update(overrides)
   for name, allowed in (("codec", CODECS), ("text", TEXT_ENCODERS), ("semantic", SEMANTIC_ENCODERS)):
     if c[name] not in allowed:
@@ -124,6 +127,9 @@ def build_encoders(c: ml_collections.ConfigDict, tokenizer_dir: str | None = Non
     siglip = SiglipVision(siglip_config(hidden_size=d, intermediate_size=2 * d, num_layers=2, num_heads=4,
                                         patch_size=c.world_patch, image_size=c.world_image_size,
                                         semantic_grid=c.world_semantic_grid), rngs)
+    if c.get("world_siglip_init", ""):
+      from sama_jax.world_siglip import load_into
+      load_into(siglip, c.world_siglip_init)
   else:
     siglip = None
   return Encoders(codec, tokenizer, text_encoder, siglip, c.text_len)

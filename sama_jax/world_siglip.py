@@ -1,0 +1,182 @@
+"""Contrastive pre-training of the world's SigLIP stand-in on world frames and captions.
+
+The stand-in built by `build_encoders` is random: its semantic tokens carry whatever a
+random ViT computes, so Semantic Anchoring has nothing semantic to anchor to.
+SYNTHETIC_WORLD.md allows a short contrastive pre-training on world frames and captions;
+this is it, with SigLIP's own objective (Zhai et al. 2023: a sigmoid loss on every
+image-caption pair of a batch, learnt temperature and bias):
+
+    python -m sama_jax.world_siglip --out runs/world_siglip [--steps 600] [--config configs/stage1_tiny.py]
+
+then train with `--config.encoders.world_siglip_init=runs/world_siglip`. The frames are
+one-frame world scenes drawn as training clips are (never a held-out (shape, colour)
+pair) at the run's resolution, captioned by the world's grammar ("a red circle and a blue
+square moving on a green background"); the caption tower is a small umT5 over the
+world's word tokenizer, trained with the vision tower and then dropped. Only the vision
+tower's weights are saved (Orbax), and `build_encoders` loads them over its random init.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from sama_jax.models.siglip import SiglipVision, preprocess
+from sama_jax.models.text import tokenize, word_tokenizer
+from sama_jax.models.umt5 import UMT5Encoder, umt5_config
+
+CAPTION_LEN = 32
+
+
+class CaptionTower(nnx.Module):
+  """(input_ids, attention_mask [B, L]) -> unit caption embeddings [B, D]: a small umT5,
+  mean-pooled over the caption's tokens, projected to the vision width."""
+
+  def __init__(self, vocab_size: int, width: int, rngs: nnx.Rngs):
+    self.encoder = UMT5Encoder(umt5_config(vocab_size=vocab_size, d_model=width, d_kv=width // 4, num_heads=4,
+                                           d_ff=2 * width, num_layers=2, text_len=CAPTION_LEN), rngs)
+    self.proj = nnx.Linear(width, width, rngs=rngs)
+
+  def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
+    hidden = self.encoder(ids, mask)  # [B, L, D]
+    weights = mask[..., None].astype(hidden.dtype)
+    return unit(self.proj((hidden * weights).sum(1) / weights.sum(1)))
+
+
+def unit(x: jax.Array) -> jax.Array:
+  return x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-6)
+
+
+def sigmoid_loss(images: jax.Array, captions: jax.Array, log_temperature: jax.Array, bias: jax.Array) -> jax.Array:
+  """SigLIP's loss over unit embeddings [B, D]: each of the B x B pairs is a binary
+  match / no-match decision on exp(t) * cosine + b; summed over captions, averaged over images."""
+  logits = jnp.exp(log_temperature) * images @ captions.T + bias
+  labels = 2.0 * jnp.eye(images.shape[0]) - 1.0
+  return -jnp.mean(jnp.sum(jax.nn.log_sigmoid(labels * logits), axis=-1))
+
+
+def world_frames(count: int, seed: int, height: int, width: int, **world) -> tuple[np.ndarray, list[str]]:
+  """`count` one-frame training scenes (uint8 [count, H, W, 3]) and their captions."""
+  from sama_jax.data.synthetic import world_case
+  from sama_jax.data.synthetic_grammar import caption
+  from sama_jax.data.synthetic_render import render
+
+  frames, captions = [], []
+  for index in range(count):
+    scene, _ = world_case("clip", index, seed, frames=1, height=height, width=width, **world)
+    frames.append(render(scene)[0][0])
+    captions.append(caption(scene))
+  return np.stack(frames), captions
+
+
+def pretrain(encoders_config, *, steps: int = 600, batch_size: int = 64, pool: int = 4096, learning_rate: float = 3e-3,
+             seed: int = 0, height: int = 32, width: int = 32, world: dict | None = None,
+             progress: bool = True) -> tuple[SiglipVision, dict]:
+  """Trains the world SigLIP stand-in that `build_encoders(encoders_config)` builds (same
+  shapes, same random init) against a caption tower on `pool` world frames. Returns the
+  vision tower and {"loss": per step, "retrieval": the share of `batch_size` frames past the
+  pool whose own caption scores highest among theirs, "retrieval_chance"}."""
+  from sama_jax.encoders import build_encoders, world_vocabulary
+
+  if steps < 1 or batch_size < 2 or pool < batch_size:
+    raise ValueError(f"steps={steps}, batch_size={batch_size}, pool={pool}: expected steps >= 1 and "
+                     f"2 <= batch_size <= pool")
+  if encoders_config.semantic != "world":
+    raise ValueError(f"encoders.semantic={encoders_config.semantic!r}: only the world stand-in is pre-trained here")
+  siglip = build_encoders(encoders_config).siglip
+  frames, captions = world_frames(pool + batch_size, seed, height, width, **(world or {}))
+  with tempfile.TemporaryDirectory() as folder:
+    tokenizer = word_tokenizer(world_vocabulary(), folder)
+    ids, mask = tokenize(tokenizer, captions, CAPTION_LEN)
+  pixels = np.asarray(preprocess(jnp.asarray(frames), siglip.config.image_size))
+  # The last batch_size frames are held back to score retrieval.
+  (pixels, test_pixels), (ids, test_ids), (mask, test_mask) = [(x[:pool], x[pool:]) for x in (pixels, ids, mask)]
+  tower = CaptionTower(len(tokenizer), siglip.config.hidden_size, nnx.Rngs(seed + 1))
+  scale = nnx.Param(jnp.array([np.log(10.0), -10.0], jnp.float32))  # log temperature, bias (the paper's init)
+  model = nnx.List([siglip, tower, scale])
+  schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, min(50, steps // 10 + 1), steps)
+  optimizer = nnx.Optimizer(model, optax.adamw(schedule, weight_decay=1e-4), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, optimizer, pixels, ids, mask):
+    def loss_fn(model):
+      vision, captions_, scale = model
+      images = unit(vision(pixels)[1])
+      return sigmoid_loss(images, captions_(ids, mask), scale[0], scale[1])
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+  rng, losses = np.random.default_rng(seed), []
+  for _ in tqdm(range(steps), desc="world SigLIP", unit="step", disable=not progress):
+    chosen = rng.choice(pool, batch_size, replace=False)
+    losses.append(float(step(model, optimizer, jnp.asarray(pixels[chosen]), jnp.asarray(ids[chosen]),
+                             jnp.asarray(mask[chosen]))))
+  scores = unit(siglip(jnp.asarray(test_pixels))[1]) @ tower(jnp.asarray(test_ids), jnp.asarray(test_mask)).T
+  # Identical captions (the same scene description) count as a hit.
+  same = (test_ids[:, None] == test_ids[None]).all(-1)
+  hits = same[np.arange(batch_size), np.asarray(jnp.argmax(scores, axis=1))]
+  return siglip, {"loss": losses, "retrieval": float(hits.mean()), "retrieval_chance": float(same.mean())}
+
+
+def save(siglip: SiglipVision, path: str) -> str:
+  """Writes the vision tower's weights to `path` (an Orbax checkpoint folder)."""
+  import orbax.checkpoint as ocp
+
+  path = os.path.abspath(path)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(path, nnx.to_pure_dict(nnx.state(siglip, nnx.Param)), force=True)
+  return path
+
+
+def load_into(siglip: SiglipVision, path: str) -> None:
+  """Overwrites `siglip`'s weights with those `save` wrote to `path`; the shapes must match."""
+  import orbax.checkpoint as ocp
+
+  path = os.path.abspath(path)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"no world SigLIP checkpoint at {path}; write one with python -m sama_jax.world_siglip")
+  state = nnx.state(siglip, nnx.Param)
+  target = nnx.to_pure_dict(state)
+  with ocp.StandardCheckpointer() as checkpointer:
+    restored = checkpointer.restore(path, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target))
+  nnx.replace_by_pure_dict(state, restored)
+  nnx.update(siglip, state)
+
+
+def main(argv=None) -> int:
+  from sama_jax.config import load_config
+  from sama_jax.data.config import world_options
+
+  p = argparse.ArgumentParser(prog="python -m sama_jax.world_siglip", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--out", required=True, help="folder to write the vision tower's checkpoint to")
+  p.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "..", "configs", "stage1_tiny.py"),
+                 help="a trainer config: its encoders and world (resolution, scene sampling) are used")
+  p.add_argument("--steps", type=int, default=600)
+  p.add_argument("--batch", type=int, default=64)
+  p.add_argument("--seed", type=int, default=0)
+  a = p.parse_args(argv)
+  c = load_config(a.config)
+  options = world_options(c.data)
+  siglip, history = pretrain(c.encoders, steps=a.steps, batch_size=a.batch, seed=a.seed, height=options["height"],
+                            width=options["width"], world={"sampling": options["sampling"]})
+  path = save(siglip, a.out)
+  losses = history["loss"]
+  print(f"loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f} over {a.steps} steps; caption retrieval "
+        f"{100 * history['retrieval']:.0f}% of {a.batch} new frames (chance {100 * history['retrieval_chance']:.0f}%); "
+        f"wrote {path}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
