@@ -23,6 +23,10 @@ PRESETS = {
     "default": (4500, 500, 48, 1),
     "full": (8000, 8000, 128, 1),
 }
+# name: (world SigLIP pre-training steps, batch, frame pool): the SigLIP stand-in is
+# first trained contrastively on world frames and captions (sama_jax/world_siglip.py, about
+# 80 s at 600 steps), so Semantic Anchoring's targets know the objects (finding 23).
+SIGLIP = {"smoke": (10, 16, 64), "default": (600, 64, 4096), "full": (1000, 64, 8192)}
 
 
 def get_config(preset: str | None = "default") -> ml_collections.ConfigDict:
@@ -30,6 +34,7 @@ def get_config(preset: str | None = "default") -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"demo preset {preset!r}; expected one of {sorted(PRESETS)}")
   steps1, steps2, clips, sample_steps = PRESETS[preset]
+  siglip_steps, siglip_batch, siglip_pool = SIGLIP[preset]
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.stage1 = load_config(os.path.join(HERE, "stage1_tiny.py"))
@@ -37,6 +42,7 @@ def get_config(preset: str | None = "default") -> ml_collections.ConfigDict:
   for stage, steps in ((c.stage1, steps1), (c.stage2, steps2)):
     set_total_steps(stage, steps)
     stage.edit.steps = sample_steps
+  c.siglip = ml_collections.ConfigDict(dict(steps=siglip_steps, batch=siglip_batch, pool=siglip_pool, seed=0))
   # seen_clips: stage 2 is also scored on new clips of the training distribution.
   c.eval = ml_collections.ConfigDict(dict(num_clips=clips, seen_clips=max(2, clips // 2), seed=1000, previews=4))
   return c

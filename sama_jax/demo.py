@@ -2,6 +2,8 @@
 
     python -m sama_jax.demo [--preset smoke|default|full] [--workdir runs/demo]
 
+0. the world SigLIP stand-in, trained contrastively on world frames and captions
+   (the semantic encoder whose tokens Semantic Anchoring predicts; reused on a rerun);
 1. stage 1, factorized pre-training: Semantic Anchoring on image-edit pairs + Motion
    Alignment pretext clips (no paired video edits);
 2. zero-shot evaluation: the stage-1 model edits held-out clips;
@@ -83,6 +85,7 @@ def main(argv=None) -> int:
   from sama_jax.edit import edit, load_bundle
   from sama_jax.eval.world import by_reference, evaluate, identity, markdown_table
   from sama_jax.train.loop import train
+  from sama_jax.world_siglip import prepare
 
   c = demo_config(a.preset)
   start = time.time()
@@ -90,6 +93,8 @@ def main(argv=None) -> int:
   data = c.stage1.data
   world = dict(num_clips=c.eval.num_clips, seed=c.eval.seed, keep=c.eval.previews, **world_options(data))
 
+  print(f"[0/4] world SigLIP: contrastive pre-training on world frames and captions, {c.siglip.steps} steps")
+  prepare(c, a.workdir)
   print(f"[1/4] stage 1: factorized pre-training, {c.stage1.train.total_steps} steps -> {s1}")
   train(c.stage1, s1)
   print("[2/4] zero-shot evaluation of stage 1 on held-out clips")

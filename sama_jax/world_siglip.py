@@ -153,6 +153,29 @@ def load_into(siglip: SiglipVision, path: str) -> None:
   nnx.update(siglip, state)
 
 
+def prepare(demo, workdir: str, progress: bool = True) -> str | None:
+  """Pre-trains the world SigLIP for a demo config (configs/demo.py: `demo.siglip` steps,
+  batch and pool) into WORKDIR/world_siglip, unless it is there already (a rerun reuses
+  it), and points both stages' encoders at it (`encoders.world_siglip_init`, in place).
+  Returns the folder, or None when `demo.siglip.steps` is 0 (the random stand-in)."""
+  from sama_jax.data.config import world_options
+
+  if not demo.siglip.steps:
+    return None
+  path = os.path.abspath(os.path.join(workdir, "world_siglip"))
+  if not os.path.isdir(path):
+    options = world_options(demo.stage1.data)
+    siglip, history = pretrain(demo.stage1.encoders, steps=demo.siglip.steps, batch_size=demo.siglip.batch,
+                               pool=demo.siglip.pool, seed=demo.siglip.seed, height=options["height"],
+                               width=options["width"], world={"sampling": options["sampling"]}, progress=progress)
+    save(siglip, path)
+    print(f"world SigLIP: caption retrieval {100 * history['retrieval']:.0f}% of {demo.siglip.batch} new frames "
+          f"(chance {100 * history['retrieval_chance']:.0f}%)")
+  for stage in (demo.stage1, demo.stage2):
+    stage.encoders.world_siglip_init = path
+  return path
+
+
 def main(argv=None) -> int:
   from sama_jax.config import load_config
   from sama_jax.data.config import world_options

@@ -55,3 +55,22 @@ def test_bad_arguments_and_a_missing_checkpoint_are_refused(tmp_path):
     pretrain(encoders_config(**ENCODERS, semantic="none"), steps=1)
   with pytest.raises(FileNotFoundError, match="no world SigLIP checkpoint"):
     load_into(build_encoders(config).siglip, str(tmp_path / "missing"))
+
+
+def test_prepare_points_both_stages_at_one_pretrained_siglip_and_reuses_it(tmp_path):
+  from sama_jax.demo import demo_config
+  from sama_jax.world_siglip import prepare
+
+  demo = demo_config("smoke")
+  assert demo.siglip.steps > 0 and demo_config("default").siglip.steps > 0
+  path = prepare(demo, str(tmp_path), progress=False)
+  assert path == str(tmp_path / "world_siglip") and (tmp_path / "world_siglip").is_dir()
+  assert demo.stage1.encoders.world_siglip_init == demo.stage2.encoders.world_siglip_init == path
+  stamp = (tmp_path / "world_siglip").stat().st_mtime_ns
+  again = demo_config("smoke")
+  assert prepare(again, str(tmp_path), progress=False) == path  # a rerun reuses the folder
+  assert (tmp_path / "world_siglip").stat().st_mtime_ns == stamp
+  off = demo_config("smoke")
+  off.siglip.steps = 0
+  assert prepare(off, str(tmp_path / "other"), progress=False) is None
+  assert off.stage1.encoders.world_siglip_init == "" and not (tmp_path / "other").exists()

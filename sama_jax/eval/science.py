@@ -7,7 +7,8 @@ seeds (SYNTHETIC_WORLD.md, issue "the embedded default").
 --steps and --clips override the preset's training steps and held-out clip count (the
 table's header states what was run), so the sweep can be sized to the hours at hand.
 
-Per seed it trains, from the demo preset's configs (configs/demo.py):
+Per seed it trains, from the demo preset's configs (configs/demo.py; the world SigLIP
+stand-in pre-trained once, as the demo does, into WORKDIR/world_siglip):
   stage 1 full (image-edit pairs and Motion Alignment pretext clips, with the Semantic
   Anchoring loss on the semantic tokens of anchor frames),
   stage 1 without SA (the same batches, semantic loss weight 0: the paper's Table 5 "w/o
@@ -148,7 +149,10 @@ def run(preset: str, seeds: list[int], workdir: str, steps: tuple[int, int] | No
   from sama_jax.edit import edit, load_bundle
   from sama_jax.eval.world import evaluate, identity
 
+  from sama_jax.world_siglip import prepare
+
   demo = sized(demo_config(preset), steps, clips)
+  prepare(demo, workdir)  # one world SigLIP for every run and seed, as the demo's
   data = demo.stage1.data
   world = dict(num_clips=demo.eval.num_clips, seed=demo.eval.seed, **world_options(data))
   start = time.time()
