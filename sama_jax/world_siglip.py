@@ -11,8 +11,9 @@ image-caption pair of a batch, learnt temperature and bias):
 then train with `--config.encoders.world_siglip_init=runs/world_siglip`. The frames are
 one-frame world scenes drawn as training clips are (never a held-out (shape, colour)
 pair) at the run's resolution, captioned by the world's grammar ("a red circle and a blue
-square standing still on a green background": one frame shows no motion); the caption tower is a small umT5 over the
-world's word tokenizer, trained with the vision tower and then dropped. Only the vision
+square standing still on a green background": one frame shows no motion); the caption
+tower is a small umT5 over the world's word tokenizer, trained with the vision tower and
+then dropped. Only the vision
 tower's weights are saved (Orbax), and `build_encoders` loads them over its random init.
 """
 
@@ -128,6 +129,23 @@ def pretrain(encoders_config, *, steps: int = 600, batch_size: int = 64, pool: i
   return siglip, {"loss": losses, "retrieval": float(hits.mean()), "retrieval_chance": float(same.mean())}
 
 
+def pretrain_for(config, steps: int, batch_size: int, seed: int, **kwargs) -> tuple[SiglipVision, dict]:
+  """`pretrain` for a trainer config: its encoders, frame size and scene sampling."""
+  from sama_jax.data.config import world_options
+
+  options = world_options(config.data)
+  return pretrain(config.encoders, steps=steps, batch_size=batch_size, seed=seed, height=options["height"],
+                  width=options["width"], world={"sampling": options["sampling"]}, **kwargs)
+
+
+def describe(history: dict, batch_size: int) -> str:
+  """One line on a `pretrain` run: loss at the start and end, caption retrieval."""
+  losses = history["loss"]
+  return (f"loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f} over {len(losses)} steps; caption retrieval "
+          f"{100 * history['retrieval']:.0f}% of {batch_size} new frames (chance "
+          f"{100 * history['retrieval_chance']:.0f}%)")
+
+
 def save(siglip: SiglipVision, path: str) -> str:
   """Writes the vision tower's weights to `path` (an Orbax checkpoint folder)."""
   import orbax.checkpoint as ocp
@@ -158,19 +176,14 @@ def prepare(demo, workdir: str, progress: bool = True) -> str | None:
   batch and pool) into WORKDIR/world_siglip, unless it is there already (a rerun reuses
   it), and points both stages' encoders at it (`encoders.world_siglip_init`, in place).
   Returns the folder, or None when `demo.siglip.steps` is 0 (the random stand-in)."""
-  from sama_jax.data.config import world_options
-
   if not demo.siglip.steps:
     return None
   path = os.path.abspath(os.path.join(workdir, "world_siglip"))
   if not os.path.isdir(path):
-    options = world_options(demo.stage1.data)
-    siglip, history = pretrain(demo.stage1.encoders, steps=demo.siglip.steps, batch_size=demo.siglip.batch,
-                               pool=demo.siglip.pool, seed=demo.siglip.seed, height=options["height"],
-                               width=options["width"], world={"sampling": options["sampling"]}, progress=progress)
+    siglip, history = pretrain_for(demo.stage1, demo.siglip.steps, demo.siglip.batch, demo.siglip.seed,
+                                   pool=demo.siglip.pool, progress=progress)
     save(siglip, path)
-    print(f"world SigLIP: caption retrieval {100 * history['retrieval']:.0f}% of {demo.siglip.batch} new frames "
-          f"(chance {100 * history['retrieval_chance']:.0f}%)")
+    print(f"world SigLIP: {describe(history, demo.siglip.batch)}")
   for stage in (demo.stage1, demo.stage2):
     stage.encoders.world_siglip_init = path
   return path
@@ -178,7 +191,6 @@ def prepare(demo, workdir: str, progress: bool = True) -> str | None:
 
 def main(argv=None) -> int:
   from sama_jax.config import load_config
-  from sama_jax.data.config import world_options
 
   p = argparse.ArgumentParser(prog="python -m sama_jax.world_siglip", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,15 +201,8 @@ def main(argv=None) -> int:
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--seed", type=int, default=0)
   a = p.parse_args(argv)
-  c = load_config(a.config)
-  options = world_options(c.data)
-  siglip, history = pretrain(c.encoders, steps=a.steps, batch_size=a.batch, seed=a.seed, height=options["height"],
-                            width=options["width"], world={"sampling": options["sampling"]})
-  path = save(siglip, a.out)
-  losses = history["loss"]
-  print(f"loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f} over {a.steps} steps; caption retrieval "
-        f"{100 * history['retrieval']:.0f}% of {a.batch} new frames (chance {100 * history['retrieval_chance']:.0f}%); "
-        f"wrote {path}")
+  siglip, history = pretrain_for(load_config(a.config), a.steps, a.batch, a.seed)
+  print(f"{describe(history, a.batch)}; wrote {save(siglip, a.out)}")
   return 0
 
 
