@@ -20,6 +20,7 @@ tower's weights are saved (Orbax), and `build_encoders` loads them over its rand
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 
@@ -57,34 +58,50 @@ def unit(x: jax.Array) -> jax.Array:
 
 
 def sigmoid_loss(images: jax.Array, captions: jax.Array, log_temperature: jax.Array, bias: jax.Array) -> jax.Array:
-  """SigLIP's loss over unit embeddings [B, D]: each of the B x B pairs is a binary
-  match / no-match decision on exp(t) * cosine + b; summed over captions, averaged over images."""
+  """SigLIP's loss over unit embeddings images [B, D], captions [C, D] (C >= B; caption i
+  belongs to image i, captions past B are extra negatives): each of the B x C pairs is a
+  binary match / no-match decision on exp(t) * cosine + b; summed over captions,
+  averaged over images."""
   logits = jnp.exp(log_temperature) * images @ captions.T + bias
-  labels = 2.0 * jnp.eye(images.shape[0]) - 1.0
+  labels = 2.0 * jnp.eye(*logits.shape) - 1.0
   return -jnp.mean(jnp.sum(jax.nn.log_sigmoid(labels * logits), axis=-1))
 
 
-def world_frames(count: int, seed: int, height: int, width: int, **world) -> tuple[np.ndarray, list[str]]:
-  """`count` one-frame training scenes (uint8 [count, H, W, 3]) and their captions."""
+def world_frames(count: int, seed: int, height: int, width: int,
+                 **world) -> tuple[np.ndarray, list[str], list[str]]:
+  """`count` one-frame training scenes (uint8 [count, H, W, 3]), their captions, and each
+  caption with one object's shape changed to another (a hard negative: the same colours
+  and background, so only the shape tells the two apart)."""
   from sama_jax.data.synthetic import world_case
   from sama_jax.data.synthetic_grammar import caption
   from sama_jax.data.synthetic_render import render
+  from sama_jax.data.synthetic_scene import SHAPES
 
-  frames, captions = [], []
+  rng = np.random.default_rng(seed)
+  frames, captions, swapped = [], [], []
   for index in range(count):
     scene, _ = world_case("clip", index, seed, frames=1, height=height, width=width, **world)
     frames.append(render(scene)[0][0])
     captions.append(caption(scene))
-  return np.stack(frames), captions
+    objects = list(scene.objects)
+    if objects:
+      which = int(rng.integers(len(objects)))
+      shape = str(rng.choice([s for s in SHAPES if s != objects[which].shape]))
+      objects[which] = dataclasses.replace(objects[which], shape=shape)
+    swapped.append(caption(dataclasses.replace(scene, objects=tuple(objects))))
+  return np.stack(frames), captions, swapped
 
 
 def pretrain(encoders_config, *, steps: int = 600, batch_size: int = 64, pool: int = 4096, learning_rate: float = 3e-3,
              seed: int = 0, height: int = 32, width: int = 32, world: dict | None = None,
-             progress: bool = True) -> tuple[SiglipVision, dict]:
+             shape_negatives: bool = False, progress: bool = True) -> tuple[SiglipVision, dict]:
   """Trains the world SigLIP stand-in that `build_encoders(encoders_config)` builds (same
-  shapes, same random init) against a caption tower on `pool` world frames. Returns the
-  vision tower and {"loss": per step, "retrieval": the share of `batch_size` frames past the
-  pool whose own caption scores highest among theirs, "retrieval_chance"}."""
+  shapes, same random init) against a caption tower on `pool` world frames. With
+  `shape_negatives` each frame's caption with one shape changed joins the batch as a
+  negative for every frame. Returns the vision tower and {"loss": per step, "retrieval":
+  the share of `batch_size` frames past the pool whose own caption scores highest among
+  theirs, "retrieval_chance", "shape_retrieval": the share whose own caption scores above
+  its shape-changed one (chance 50%)}."""
   from sama_jax.encoders import build_encoders, world_vocabulary
 
   if steps < 1 or batch_size < 2 or pool < batch_size:
@@ -93,13 +110,15 @@ def pretrain(encoders_config, *, steps: int = 600, batch_size: int = 64, pool: i
   if encoders_config.semantic != "world":
     raise ValueError(f"encoders.semantic={encoders_config.semantic!r}: only the world stand-in is pre-trained here")
   siglip = build_encoders(encoders_config).siglip
-  frames, captions = world_frames(pool + batch_size, seed, height, width, **(world or {}))
+  frames, captions, swapped = world_frames(pool + batch_size, seed, height, width, **(world or {}))
   with tempfile.TemporaryDirectory() as folder:
     tokenizer = word_tokenizer(world_vocabulary(), folder)
     ids, mask = tokenize(tokenizer, captions, CAPTION_LEN)
+    hard_ids, hard_mask = tokenize(tokenizer, swapped, CAPTION_LEN)
   pixels = np.asarray(preprocess(jnp.asarray(frames), siglip.config.image_size))
   # The last batch_size frames are held back to score retrieval.
-  (pixels, test_pixels), (ids, test_ids), (mask, test_mask) = [(x[:pool], x[pool:]) for x in (pixels, ids, mask)]
+  (pixels, test_pixels), (ids, test_ids), (mask, test_mask), (hard_ids, test_hard_ids), (hard_mask, test_hard_mask) = [
+      (x[:pool], x[pool:]) for x in (pixels, ids, mask, hard_ids, hard_mask)]
   tower = CaptionTower(len(tokenizer), siglip.config.hidden_size, nnx.Rngs(seed + 1))
   scale = nnx.Param(jnp.array([np.log(10.0), -10.0], jnp.float32))  # log temperature, bias (the paper's init)
   model = nnx.List([siglip, tower, scale])
@@ -120,13 +139,20 @@ def pretrain(encoders_config, *, steps: int = 600, batch_size: int = 64, pool: i
   rng, losses = np.random.default_rng(seed), []
   for _ in tqdm(range(steps), desc="world SigLIP", unit="step", disable=not progress):
     chosen = rng.choice(pool, batch_size, replace=False)
-    losses.append(float(step(model, optimizer, jnp.asarray(pixels[chosen]), jnp.asarray(ids[chosen]),
-                             jnp.asarray(mask[chosen]))))
-  scores = unit(siglip(jnp.asarray(test_pixels))[1]) @ tower(jnp.asarray(test_ids), jnp.asarray(test_mask)).T
+    batch_ids, batch_mask = ids[chosen], mask[chosen]
+    if shape_negatives:
+      batch_ids = np.concatenate([batch_ids, hard_ids[chosen]])
+      batch_mask = np.concatenate([batch_mask, hard_mask[chosen]])
+    losses.append(float(step(model, optimizer, jnp.asarray(pixels[chosen]), jnp.asarray(batch_ids),
+                             jnp.asarray(batch_mask))))
+  images = unit(siglip(jnp.asarray(test_pixels))[1])
+  scores = images @ tower(jnp.asarray(test_ids), jnp.asarray(test_mask)).T
+  hard_scores = (images * tower(jnp.asarray(test_hard_ids), jnp.asarray(test_hard_mask))).sum(-1)
   # Identical captions (the same scene description) count as a hit.
   same = (test_ids[:, None] == test_ids[None]).all(-1)
   hits = same[np.arange(batch_size), np.asarray(jnp.argmax(scores, axis=1))]
-  return siglip, {"loss": losses, "retrieval": float(hits.mean()), "retrieval_chance": float(same.mean())}
+  return siglip, {"loss": losses, "retrieval": float(hits.mean()), "retrieval_chance": float(same.mean()),
+                  "shape_retrieval": float(np.mean(np.asarray(jnp.diagonal(scores) > hard_scores)))}
 
 
 def pretrain_for(config, steps: int, batch_size: int, seed: int, **kwargs) -> tuple[SiglipVision, dict]:
@@ -143,7 +169,8 @@ def describe(history: dict, batch_size: int) -> str:
   losses = history["loss"]
   return (f"loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f} over {len(losses)} steps; caption retrieval "
           f"{100 * history['retrieval']:.0f}% of {batch_size} new frames (chance "
-          f"{100 * history['retrieval_chance']:.0f}%)")
+          f"{100 * history['retrieval_chance']:.0f}%); own caption above its shape-changed one for "
+          f"{100 * history['shape_retrieval']:.0f}% (chance 50%)")
 
 
 def save(siglip: SiglipVision, path: str) -> str:
@@ -200,8 +227,11 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, default=600)
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--shape-negatives", action="store_true",
+                 help="add each frame's caption with one shape changed as a negative")
   a = p.parse_args(argv)
-  siglip, history = pretrain_for(load_config(a.config), a.steps, a.batch, a.seed)
+  siglip, history = pretrain_for(load_config(a.config), a.steps, a.batch, a.seed,
+                                 shape_negatives=a.shape_negatives)
   print(f"{describe(history, a.batch)}; wrote {save(siglip, a.out)}")
   return 0
 

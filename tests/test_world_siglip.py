@@ -24,12 +24,31 @@ def test_sigmoid_loss_is_siglips_pairwise_loss():
   assert aligned < float(sigmoid_loss(jnp.asarray(images), jnp.asarray(images[::-1]), jnp.float32(t), jnp.float32(b)))
 
 
+def test_sigmoid_loss_counts_extra_captions_as_negatives_for_every_image():
+  rng = np.random.default_rng(1)
+  images = np.asarray(unit(jnp.asarray(rng.normal(size=(3, 8)), jnp.float32)))
+  captions = np.asarray(unit(jnp.asarray(rng.normal(size=(5, 8)), jnp.float32)))
+  t, b = 0.7, -1.0
+  logits = np.exp(t) * images @ captions.T + b
+  labels = -np.ones((3, 5))
+  labels[np.arange(3), np.arange(3)] = 1
+  want = np.mean(np.sum(np.log1p(np.exp(-labels * logits)), axis=1))
+  got = float(sigmoid_loss(jnp.asarray(images), jnp.asarray(captions), jnp.float32(t), jnp.float32(b)))
+  assert np.isclose(got, want, rtol=1e-5)
+
+
 def test_world_frames_are_captioned_training_scenes():
-  frames, captions = world_frames(3, 0, 16, 16)
-  assert frames.shape == (3, 16, 16, 3) and frames.dtype == np.uint8
+  frames, captions, swapped = world_frames(6, 0, 16, 16)
+  assert frames.shape == (6, 16, 16, 3) and frames.dtype == np.uint8
   # One frame: the grammar calls every object still.
   assert all(c.startswith(("a ", "an ")) and " standing still on " in c and c.endswith("background")
              for c in captions)
+  # The hard negative changes exactly one shape word and nothing else.
+  shapes = {"circle", "square", "triangle", "cross"}
+  for caption, other in zip(captions, swapped):
+    words, changed = caption.split(), other.split()
+    differ = [(a, b) for a, b in zip(words, changed) if a != b]
+    assert len(words) == len(changed) and len(differ) == 1 and set(differ[0]) <= shapes
 
 
 def test_pretraining_lowers_the_loss_and_build_encoders_loads_the_result(tmp_path):
@@ -40,11 +59,22 @@ def test_pretraining_lowers_the_loss_and_build_encoders_loads_the_result(tmp_pat
   losses = history["loss"]
   assert len(losses) == 40 and np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
   assert 0.0 <= history["retrieval"] <= 1.0 and 0.0 < history["retrieval_chance"] <= 1.0
+  assert 0.0 <= history["shape_retrieval"] <= 1.0
   path = save(siglip, str(tmp_path / "siglip"))
   loaded = build_encoders(encoders_config(**ENCODERS, world_siglip_init=path)).siglip
   pixels = preprocess(jnp.asarray(world_frames(2, 5, 16, 16)[0]), 16)
   np.testing.assert_array_equal(np.asarray(loaded.semantic(pixels)), np.asarray(siglip.semantic(pixels)))
   assert not np.allclose(np.asarray(loaded.semantic(pixels)), np.asarray(random_siglip.semantic(pixels)))
+
+
+def test_shape_negatives_join_the_batch_and_change_the_training():
+  config = encoders_config(**ENCODERS)
+  kwargs = dict(steps=3, batch_size=4, pool=8, height=16, width=16, progress=False)
+  plain = pretrain(config, **kwargs)[1]
+  hard = pretrain(config, shape_negatives=True, **kwargs)[1]
+  # The same frames and init: only the extra negatives differ, so the first loss is larger.
+  assert hard["loss"][0] > plain["loss"][0]
+  assert 0.0 <= hard["shape_retrieval"] <= 1.0
 
 
 def test_bad_arguments_and_a_missing_checkpoint_are_refused(tmp_path):
