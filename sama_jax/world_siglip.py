@@ -15,6 +15,9 @@ square standing still on a green background": one frame shows no motion); the ca
 tower is a small umT5 over the world's word tokenizer, trained with the vision tower and
 then dropped. Only the vision
 tower's weights are saved (Orbax), and `build_encoders` loads them over its random init.
+The report also says how often a frame's own caption beats the same caption with one
+shape changed; `--shape-negatives` adds those captions to every batch as negatives
+(docs/results.md finding 24: off, it cost the DiT colour edits and taught it no shape).
 """
 
 from __future__ import annotations
