@@ -23,7 +23,6 @@ shape changed; `--shape-negatives` adds those captions to every batch as negativ
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import tempfile
 
@@ -75,7 +74,7 @@ def world_frames(count: int, seed: int, height: int, width: int,
   """`count` one-frame training scenes (uint8 [count, H, W, 3]), their captions, and each
   caption with one object's shape changed to another (a hard negative: the same colours
   and background, so only the shape tells the two apart)."""
-  from sama_jax.data.synthetic import world_case
+  from sama_jax.data.synthetic import Edit, apply_edit, world_case
   from sama_jax.data.synthetic_grammar import caption
   from sama_jax.data.synthetic_render import render
   from sama_jax.data.synthetic_scene import SHAPES
@@ -86,12 +85,11 @@ def world_frames(count: int, seed: int, height: int, width: int,
     scene, _ = world_case("clip", index, seed, frames=1, height=height, width=width, **world)
     frames.append(render(scene)[0][0])
     captions.append(caption(scene))
-    objects = list(scene.objects)
-    if objects:
-      which = int(rng.integers(len(objects)))
-      shape = str(rng.choice([s for s in SHAPES if s != objects[which].shape]))
-      objects[which] = dataclasses.replace(objects[which], shape=shape)
-    swapped.append(caption(dataclasses.replace(scene, objects=tuple(objects))))
+    # A replace edit that keeps the colour: one object's shape changed.
+    which = int(rng.integers(len(scene.objects)))
+    target = scene.objects[which]
+    shape = str(rng.choice([s for s in SHAPES if s != target.shape]))
+    swapped.append(caption(apply_edit(scene, Edit("replace", "", which, target.colour, shape))))
   return np.stack(frames), captions, swapped
 
 
@@ -168,7 +166,8 @@ def pretrain_for(config, steps: int, batch_size: int, seed: int, **kwargs) -> tu
 
 
 def describe(history: dict, batch_size: int) -> str:
-  """One line on a `pretrain` run: loss at the start and end, caption retrieval."""
+  """One line on a `pretrain` run: loss at the start and end, caption retrieval, and own
+  caption against its shape-changed one."""
   losses = history["loss"]
   return (f"loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f} over {len(losses)} steps; caption retrieval "
           f"{100 * history['retrieval']:.0f}% of {batch_size} new frames (chance "

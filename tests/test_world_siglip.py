@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from sama_jax.encoders import build_encoders, encoders_config
+from sama_jax.data.synthetic_scene import SHAPES
 from sama_jax.models.siglip import preprocess
 from sama_jax.world_siglip import load_into, pretrain, save, sigmoid_loss, unit, world_frames
 
@@ -44,11 +45,10 @@ def test_world_frames_are_captioned_training_scenes():
   assert all(c.startswith(("a ", "an ")) and " standing still on " in c and c.endswith("background")
              for c in captions)
   # The hard negative changes exactly one shape word and nothing else.
-  shapes = {"circle", "square", "triangle", "cross"}
   for caption, other in zip(captions, swapped):
     words, changed = caption.split(), other.split()
     differ = [(a, b) for a, b in zip(words, changed) if a != b]
-    assert len(words) == len(changed) and len(differ) == 1 and set(differ[0]) <= shapes
+    assert len(words) == len(changed) and len(differ) == 1 and set(differ[0]) <= set(SHAPES)
 
 
 def test_pretraining_lowers_the_loss_and_build_encoders_loads_the_result(tmp_path):
