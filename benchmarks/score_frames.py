@@ -10,7 +10,9 @@ through `edit` as in the demo. The world (kinds, radii, clip length) is the work
 own. docs/results.md findings 18-19 used it (192 one-frame edits, 48 clips). Nothing is
 asserted: it prints one table, and with --by-reference one per clip length whose rows
 split the edits by how the instruction names its object (`reference_kind`: the colour
-alone, a colour other objects share, or the shape alone; docs/results.md finding 22).
+alone, a colour other objects share, or the shape alone; docs/results.md finding 22)
+and whose columns split each failure in two: the named edit missing ("named ok") and
+another object or the background changed ("others kept"; finding 26).
 """
 
 import argparse
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
   print(markdown_table(tables))
   if a.by_reference:
     for label, table in split_tables.items():
-      print(f"\n{label}, by reference\n\n{markdown_table(table)}")
+      print(f"\n{label}, by reference\n\n{markdown_table(table, halves=True)}")
   return 0
 
 

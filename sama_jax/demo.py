@@ -120,7 +120,8 @@ def main(argv=None) -> int:
   minutes = (time.time() - start) / 60
   # Where the edits fail: SAMA's held-out clips split by what names the edited object.
   md = (markdown_table(tables) + "\n\nSAMA on the held-out clips, by how the instruction names its object "
-        "(the colour alone, a colour another object shares, the shape alone):\n\n" + markdown_table(by_reference(rows2)))
+        "(the colour alone, a colour another object shares, the shape alone):\n\n" +
+        markdown_table(by_reference(rows2), halves=True))
   header = (f"# Demo results ({a.preset} preset)\n\n{c.eval.num_clips} held-out clips "
             f"({data.resolution[0]}x{data.resolution[1]}, {data.num_frames} frames; the last row: "
             f"{c.eval.seen_clips} new clips of the training distribution), "

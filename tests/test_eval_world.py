@@ -4,7 +4,7 @@ import pytest
 
 from sama_jax.data.synthetic_edits import HELD_OUT, edited_pairs
 from sama_jax.data.synthetic_grammar import REFERENCES
-from sama_jax.eval.world import by_reference, eval_cases, evaluate, identity
+from sama_jax.eval.world import by_reference, eval_cases, evaluate, identity, markdown_table
 
 SHAPE = dict(frames=5, height=32, width=32)
 
@@ -45,3 +45,14 @@ def test_rows_carry_their_reference_kind_and_split_by_it():
   for key, sub in split.items():
     assert sub["all"]["count"] == counted[key.removeprefix("reference: ")]
   assert sum(sub["all"]["count"] for sub in split.values()) == sum(r["reference"] is not None for r in rows)
+
+
+def test_tables_can_split_each_failure_into_its_two_halves():
+  """The identity keeps everything and edits nothing: others kept 100%, named ok only for
+  the unmatched instructions, which it answers correctly."""
+  rows, table, _ = evaluate(identity, num_clips=12, seed=1000, **SHAPE, desc="id")
+  unmatched = np.mean([r["kind"] == "unmatched" for r in rows])
+  assert table["all"]["others_kept"] == 1.0 and np.isclose(table["all"]["named_ok"], unmatched)
+  plain, split = markdown_table({"id": table}), markdown_table({"id": table}, halves=True)
+  assert "named ok" not in plain and "| named ok | others kept |" in split
+  assert f"| {100 * unmatched:.0f}% | 100% |" in split.splitlines()[-1]

@@ -402,6 +402,27 @@ def test_an_edit_applied_to_every_object_is_no_edit(kind):
   assert edit_success(speckled, scene, edit)
 
 
+@pytest.mark.parametrize("kind", ["recolour", "remove"])
+def test_a_failure_splits_into_the_named_edit_and_the_others_kept(kind):
+  """evaluate_edit: an edit applied to every object passes named_ok and fails
+  others_kept; the edit applied to another object instead fails both; the source fails
+  named_ok only; the truth passes both."""
+  scene, edit = next((s, e) for s, e in (case(kind, i) for i in range(40))
+                     if e.kind == kind and len(s.objects) >= 2)
+  truth = ground_truth(scene, edit)
+  other = next(i for i in range(len(scene.objects)) if i != edit.target)
+  wrong = ground_truth(scene, dataclasses.replace(edit, target=other)).frames
+  every = wrong.copy()
+  region = edit_region(scene, edit, truth)
+  every[region] = truth.frames[region]  # the named edit as well as the other one
+  halves = lambda frames: (lambda r: (r["named_ok"], r["others_kept"], r["success"]))(
+      evaluate_edit(frames, scene, edit))
+  assert halves(truth.frames) == (True, True, True)
+  assert halves(every) == (True, False, False)
+  assert halves(wrong) == (False, False, False)
+  assert halves(truth.source_frames) == (False, True, False)
+
+
 def test_unmatched_instruction_is_answered_by_the_unchanged_video():
   rng = np.random.default_rng(4)
   scene = sample_scene(rng)
@@ -446,6 +467,8 @@ def test_summary_reports_success_per_edit_kind():
   assert math.isnan(table["remove"]["frame_success"])  # rows scored before frame success existed
   rows = [{**rows[0], "frame_success": 1.0}, {**rows[1], "frame_success": 0.5}]
   assert summarise(rows)["all"]["frame_success"] == 0.75
+  rows = [{**rows[0], "named_ok": True, "others_kept": True}, {**rows[1], "named_ok": True, "others_kept": False}]
+  assert summarise(rows)["all"]["named_ok"] == 1.0 and summarise(rows)["all"]["others_kept"] == 0.5
 
 
 def test_pred_of_the_wrong_shape_is_a_clear_error():

@@ -156,12 +156,25 @@ def _shape_frames(pred: np.ndarray, truth: Truth, index: int) -> np.ndarray:
 
 
 def edit_success_frames(pred, scene: Scene, edit: Edit, truth: Truth | None = None) -> np.ndarray:
-  """bool [T]: whether each frame shows the instructed edit (True where not measurable)."""
+  """bool [T]: whether each frame shows the instructed edit (True where not measurable):
+  the edit itself (`named_edit_frames`) and, but for unmatched instructions, the rest of
+  the frame and every other object kept (`_rest_kept`)."""
   pred = _check_pred(pred, scene)
   truth = truth or ground_truth(scene, edit)
-  ok = np.ones(scene.frames, bool) if edit.kind == "unmatched" else _rest_kept(pred, scene, edit, truth)
+  named = named_edit_frames(pred, scene, edit, truth)
+  return named if edit.kind == "unmatched" else named & _rest_kept(pred, scene, edit, truth)
+
+
+def named_edit_frames(pred, scene: Scene, edit: Edit, truth: Truth | None = None) -> np.ndarray:
+  """bool [T]: whether each frame shows the edit where the instruction asks for it (the
+  named object recoloured, replaced or gone, the added object, the new background),
+  whatever happens to the other objects; for an unmatched instruction, every object and
+  the background keep their colours."""
+  pred = _check_pred(pred, scene)
+  truth = truth or ground_truth(scene, edit)
   if edit.kind in ("replace", "add"):
-    return ok & _shape_frames(pred, truth, edit.target)
+    return _shape_frames(pred, truth, edit.target)
+  ok = np.ones(scene.frames, bool)
   for t in range(scene.frames):
     if edit.kind == "recolour":
       core = _core(truth.visible[t, edit.target])
@@ -266,20 +279,30 @@ def temporal_flicker(pred, scene: Scene, edit: Edit, truth: Truth | None = None)
 
 
 def evaluate_edit(pred, scene: Scene, edit: Edit) -> dict:
-  """All measures for one clip: {"kind", "success", "frame_success", "psnr", "motion_error",
-  "flicker"}; frame_success is the share of its frames that show the edit (a frame with
-  nothing to measure passes, as for success, which asks it of every frame)."""
+  """All measures for one clip: {"kind", "success", "frame_success", "named_ok",
+  "others_kept", "psnr", "motion_error", "flicker"}; frame_success is the share of its
+  frames that show the edit (a frame with nothing to measure passes, as for success,
+  which asks it of every frame). A failure splits into its two halves: named_ok, the
+  edit shows where the instruction asks in every frame (`named_edit_frames`), and
+  others_kept, nothing else changed (`_rest_kept`; True for unmatched instructions), so
+  an edit applied to the wrong object fails both and one applied to every object of the
+  named colour fails only the second."""
   truth = ground_truth(scene, edit)
-  frames = edit_success_frames(pred, scene, edit, truth)
+  pred = _check_pred(pred, scene)
+  named = named_edit_frames(pred, scene, edit, truth)
+  rest = np.ones(scene.frames, bool) if edit.kind == "unmatched" else _rest_kept(pred, scene, edit, truth)
+  frames = named & rest
   return {"kind": edit.kind, "success": bool(frames.all()), "frame_success": float(frames.mean()),
+          "named_ok": bool(named.all()), "others_kept": bool(rest.all()),
           "psnr": preservation_psnr(pred, scene, edit, truth),
           "motion_error": motion_error(pred, scene, edit, truth),
           "flicker": temporal_flicker(pred, scene, edit, truth)}
 
 
 def summarise(rows: list[dict]) -> dict:
-  """Per edit kind (and "all"): success rate, mean frame success, PSNR (capped at
-  PSNR_CAP_DB), motion error and flicker (nan or missing entries ignored), and the count."""
+  """Per edit kind (and "all"): success rate, mean frame success, named-edit and
+  others-kept rates (evaluate_edit), PSNR (capped at PSNR_CAP_DB), motion error and
+  flicker (nan or missing entries ignored), and the count."""
   def mean(chosen, key, cap=math.inf):
     values = [min(r.get(key, math.nan), cap) for r in chosen if not math.isnan(r.get(key, math.nan))]
     return float(np.mean(values)) if values else math.nan
@@ -289,6 +312,7 @@ def summarise(rows: list[dict]) -> dict:
     chosen = [r for r in rows if kind in ("all", r["kind"])]
     table[kind] = {"count": len(chosen), "success": float(np.mean([r["success"] for r in chosen])),
                    "frame_success": mean(chosen, "frame_success"),
+                   "named_ok": mean(chosen, "named_ok"), "others_kept": mean(chosen, "others_kept"),
                    "psnr": mean(chosen, "psnr", PSNR_CAP_DB), "motion_error": mean(chosen, "motion_error"),
                    "flicker": mean(chosen, "flicker")}
   return table

@@ -94,20 +94,25 @@ def by_reference(rows: list[dict]) -> dict[str, dict]:
           for ref in REFERENCES if any(r.get("reference") == ref for r in rows)}
 
 
-def markdown_table(tables: dict[str, dict]) -> str:
+def markdown_table(tables: dict[str, dict], halves: bool = False) -> str:
   """Rows: methods; columns: success per edit kind, then success, frame success (the share
-  of frames showing the edit), PSNR, motion error and flicker over all clips."""
+  of frames showing the edit), PSNR, motion error and flicker over all clips. With
+  `halves`, two more after success: the share of clips whose named edit shows ("named
+  ok") and whose other objects and background are kept ("others kept"; evaluate_edit)."""
   kinds = sorted({k for t in tables.values() for k in t if k != "all"})
-  head = (["method"] + [f"{k} success" for k in kinds] +
-          ["all success", "frames ok", "PSNR dB", "motion err px", "flicker"])
+  head = (["method"] + [f"{k} success" for k in kinds] + ["all success"] +
+          (["named ok", "others kept"] if halves else []) + ["frames ok", "PSNR dB", "motion err px", "flicker"])
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   fmt = lambda v: "n/a" if v is None or np.isnan(v) else f"{v:.2f}"
   for method, t in tables.items():
     cells = [f"{100 * t[k]['success']:.0f}% ({t[k]['count']})" if k in t else "-" for k in kinds]
     a = t["all"]
     frames = a.get("frame_success", math.nan)
-    cells += [f"{100 * a['success']:.0f}%", "n/a" if math.isnan(frames) else f"{100 * frames:.0f}%",
-              fmt(a["psnr"]), fmt(a["motion_error"]), fmt(a["flicker"])]
+    share = lambda v: "n/a" if v is None or math.isnan(v) else f"{100 * v:.0f}%"
+    cells += [f"{100 * a['success']:.0f}%"]
+    if halves:
+      cells += [share(a.get("named_ok", math.nan)), share(a.get("others_kept", math.nan))]
+    cells += [share(frames), fmt(a["psnr"]), fmt(a["motion_error"]), fmt(a["flicker"])]
     lines.append("| " + " | ".join([method] + cells) + " |")
   return "\n".join(lines)
 
