@@ -155,7 +155,11 @@ def load_bundle(checkpoint: str, config: ml_collections.ConfigDict | None = None
   full.model = mc
   full.encoders = encoders_config(**config.encoders.to_dict()) if "encoders" in config else encoders_config()
   full.edit = edit_config(**config.edit.to_dict()) if "edit" in config else edit_config()
-  return EditBundle(model, build_encoders(full.encoders), full, mesh=device_mesh, rules=rules, weights=weights)
+  # Editing reads no semantic tokens (the semantic branch is fed noise), so the semantic
+  # encoder is not built: no SigLIP weights are read, and a world run edits even where its
+  # pre-trained world SigLIP (encoders.world_siglip_init, kept in the config) is gone.
+  encoders = build_encoders(encoders_config(**{**full.encoders.to_dict(), "semantic": "none"}))
+  return EditBundle(model, encoders, full, mesh=device_mesh, rules=rules, weights=weights)
 
 
 def for_mesh(mc: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None) -> ml_collections.ConfigDict:

@@ -243,6 +243,7 @@ def tiny_encoders(root):
 
 def test_encoders_are_built_checked_and_recorded(tmp_path):
   from sama_jax.edit import load_bundle
+  from sama_jax.encoders import build_encoders
 
   tiny_diffusers_wan(seed=2, in_channels=4, out_channels=4).save_pretrained(tmp_path / "wan")
   paths = tiny_encoders(str(tmp_path))
@@ -254,8 +255,9 @@ def test_encoders_are_built_checked_and_recorded(tmp_path):
   assert (encoders["codec"], encoders["text"], encoders["semantic"]) == ("wan_vae", "umt5", "siglip")
   assert encoders["vae_path"] == os.path.abspath(paths["vae"]) and encoders["siglip_path"] == os.path.abspath(
       paths["siglip"])
-  bundle = load_bundle(str(tmp_path / "run"))  # the recorded paths build the real encoders
-  assert (bundle.encoders.latent_channels, bundle.encoders.text_dim, bundle.encoders.semantic_dim) == (4, 32, 32)
+  bundle = load_bundle(str(tmp_path / "run"))  # the recorded paths build the real encoders ...
+  assert (bundle.encoders.latent_channels, bundle.encoders.text_dim, bundle.encoders.semantic_dim) == (4, 32, None)
+  assert build_encoders(bundle.config.encoders).semantic_dim == 32  # ... SigLIP only for training, not editing
 
   wide = {**model, "semantic_dim": 48}  # SigLIP is 32 wide
   os.makedirs(tmp_path / "wide")

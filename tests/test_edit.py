@@ -131,7 +131,8 @@ def test_trainer_checkpoint_loads_with_its_config_and_ema(tmp_path):
 
   config = ml_collections.ConfigDict()
   config.model = model_config(**MODEL)
-  config.encoders = encoders_config(text_len=16)
+  # A world SigLIP that is no longer there: editing does not need it.
+  config.encoders = encoders_config(text_len=16, world_siglip_init=str(tmp_path / "moved" / "world_siglip"))
   config.edit = edit_config(area=32 * 64, steps=2)
   mc = mesh_config(data=1)
   _, _, state, _ = create_train_state(config.model, train_config(), make_mesh(mc, jax.devices()[:1]), mc.rules)
@@ -145,6 +146,7 @@ def test_trainer_checkpoint_loads_with_its_config_and_ema(tmp_path):
   raw = load_bundle(str(tmp_path / "run"), use_ema=False)
   np.testing.assert_array_equal(np.asarray(raw.model.segment_embedding[...]), np.asarray(state["params"]["segment_embedding"]))
   assert bundle.config.edit.steps == 2
+  assert bundle.encoders.siglip is None and bundle.config.encoders.world_siglip_init.endswith("moved/world_siglip")
   out = edit(bundle, read_video(small_clip(tmp_path / "a.mp4"))[0], "remove the blue square")
   assert out.shape == (9, 32, 64, 3)
 
