@@ -159,10 +159,17 @@ def edit_success_frames(pred, scene: Scene, edit: Edit, truth: Truth | None = No
   """bool [T]: whether each frame shows the instructed edit (True where not measurable):
   the edit itself (`named_edit_frames`) and, but for unmatched instructions, the rest of
   the frame and every other object kept (`_rest_kept`)."""
+  named, rest = _halves(pred, scene, edit, truth or ground_truth(scene, edit))
+  return named & rest
+
+
+def _halves(pred, scene: Scene, edit: Edit, truth: Truth) -> tuple[np.ndarray, np.ndarray]:
+  """(named_edit_frames, rest kept) as bool [T] each; the rest counts as kept for an
+  unmatched instruction, whose named half already asks that nothing change."""
   pred = _check_pred(pred, scene)
-  truth = truth or ground_truth(scene, edit)
   named = named_edit_frames(pred, scene, edit, truth)
-  return named if edit.kind == "unmatched" else named & _rest_kept(pred, scene, edit, truth)
+  rest = np.ones(scene.frames, bool) if edit.kind == "unmatched" else _rest_kept(pred, scene, edit, truth)
+  return named, rest
 
 
 def named_edit_frames(pred, scene: Scene, edit: Edit, truth: Truth | None = None) -> np.ndarray:
@@ -288,9 +295,7 @@ def evaluate_edit(pred, scene: Scene, edit: Edit) -> dict:
   an edit applied to the wrong object fails both and one applied to every object of the
   named colour fails only the second."""
   truth = ground_truth(scene, edit)
-  pred = _check_pred(pred, scene)
-  named = named_edit_frames(pred, scene, edit, truth)
-  rest = np.ones(scene.frames, bool) if edit.kind == "unmatched" else _rest_kept(pred, scene, edit, truth)
+  named, rest = _halves(pred, scene, edit, truth)
   frames = named & rest
   return {"kind": edit.kind, "success": bool(frames.all()), "frame_success": float(frames.mean()),
           "named_ok": bool(named.all()), "others_kept": bool(rest.all()),

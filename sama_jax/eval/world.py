@@ -104,11 +104,11 @@ def markdown_table(tables: dict[str, dict], halves: bool = False) -> str:
           (["named ok", "others kept"] if halves else []) + ["frames ok", "PSNR dB", "motion err px", "flicker"])
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   fmt = lambda v: "n/a" if v is None or np.isnan(v) else f"{v:.2f}"
+  share = lambda v: "n/a" if v is None or math.isnan(v) else f"{100 * v:.0f}%"
   for method, t in tables.items():
     cells = [f"{100 * t[k]['success']:.0f}% ({t[k]['count']})" if k in t else "-" for k in kinds]
     a = t["all"]
     frames = a.get("frame_success", math.nan)
-    share = lambda v: "n/a" if v is None or math.isnan(v) else f"{100 * v:.0f}%"
     cells += [f"{100 * a['success']:.0f}%"]
     if halves:
       cells += [share(a.get("named_ok", math.nan)), share(a.get("others_kept", math.nan))]
