@@ -9,8 +9,8 @@ image-caption pair of a batch, learnt temperature and bias):
     python -m sama_jax.world_siglip --out runs/world_siglip [--steps 600] [--config configs/stage1_tiny.py]
 
 then train with `--config.encoders.world_siglip_init=runs/world_siglip`. The frames are
-one-frame world scenes drawn as training clips are (never a held-out (shape, colour)
-pair) at the run's resolution, captioned by the world's grammar ("a red circle and a blue
+one-frame world scenes drawn as training clips are (with no held-out (shape, colour)
+pair only where `data.world.held_out_from` names "clip") at the run's resolution, captioned by the world's grammar ("a red circle and a blue
 square standing still on a green background": one frame shows no motion); the caption
 tower is a small umT5 over the world's word tokenizer, trained with the vision tower and
 then dropped. Only the vision
@@ -162,7 +162,8 @@ def pretrain_for(config, steps: int, batch_size: int, seed: int, **kwargs) -> tu
 
   options = world_options(config.data)
   return pretrain(config.encoders, steps=steps, batch_size=batch_size, seed=seed, height=options["height"],
-                  width=options["width"], world={"sampling": options["sampling"]}, **kwargs)
+                  width=options["width"],
+                  world={"sampling": options["sampling"], "held_out_from": options["held_out_from"]}, **kwargs)
 
 
 def describe(history: dict, batch_size: int) -> str:

@@ -303,6 +303,40 @@ def test_world_block_sets_the_edit_kinds_and_object_sizes_of_every_world_source(
   old = {"num_frames": 5, "resolution": [32, 32]}
   assert world_options(old)["kinds"] == world_options(tiny())["kinds"] == EDIT_KINDS
   assert world_options(old)["sampling"] == world_options(tiny())["sampling"]
+  # ... and before the split was configurable every training kind held the pairs out.
+  assert world_options(old)["held_out_from"] == ("image_edit", "clip", "video_edit")
+  assert world_options(tiny())["held_out_from"] == ("video_edit",)
+
+
+@pytest.mark.parametrize("held_out_from", [("video_edit",), ("image_edit", "clip", "video_edit")])
+def test_the_world_split_reaches_the_pipelines_sources(held_out_from):
+  from sama_jax.data.pipeline import configured_source
+  from sama_jax.data.synthetic_edits import HELD_OUT
+  from sama_jax.data.synthetic_grammar import parse_instruction
+  config = tiny(world={"edit_kinds": ("recolour",), "held_out_from": held_out_from})
+
+  def named_pairs(kind):  # the (shape, colour) pairs recolour instructions name, before and after
+    source = configured_source(config, kind)
+    parsed = [parse_instruction(source[i]["text"]) for i in range(300)]
+    pairs = {(p["ref_shape"], c) for p in parsed for c in (p["ref_colour"], p["colour"]) if p["ref_shape"] and c}
+    return pairs & HELD_OUT
+
+  assert bool(named_pairs("image_edit")) == ("image_edit" not in held_out_from)
+  assert not named_pairs("video_edit")
+
+
+def test_resuming_on_another_world_is_a_clear_error():
+  from sama_jax.data.config import check_same_world
+  saved = json.loads(json.dumps(tiny().to_dict()))  # as a checkpoint stores it
+  check_same_world(saved, tiny())
+  with pytest.raises(ValueError, match="held_out_from"):
+    check_same_world(saved, tiny(world={"held_out_from": ("image_edit", "clip", "video_edit")}))
+  del saved["world"]["held_out_from"]  # a run saved before the split was configurable held all out
+  with pytest.raises(ValueError, match="another synthetic world"):
+    check_same_world(saved, tiny())
+  check_same_world(saved, tiny(world={"held_out_from": ("image_edit", "clip", "video_edit")}))
+  real = tiny(**{b: {"format": "none"} for b in ("image_edits", "clips", "video_edits")})
+  check_same_world(saved, real)  # no world source: nothing to compare
 
 
 def test_pretext_and_anchor_draws_are_deterministic_given_the_seed():
@@ -456,6 +490,7 @@ def test_real_clips_are_bucketed_by_aspect_ratio(tmp_path):
     ({"world": {"edit_kinds": ()}}, "world.edit_kinds"),
     ({"world": {"radius": (0.2, 0.1)}}, "world.radius"),
     ({"world": {"max_objects": 0}}, "world.max_objects"),
+    ({"world": {"held_out_from": ("eval_edit",)}}, "world.held_out_from"),
 ])
 def test_bad_config_is_a_clear_error(overrides, message):
   with pytest.raises(ValueError, match=message):

@@ -102,3 +102,11 @@ def test_a_run_that_stops_early_stops_the_sweep_instead_of_being_scored(monkeypa
     science.run("smoke", [0], str(tmp_path))
   assert scored == ["identity"]  # the baseline only; no half-trained model was scored
 
+
+
+def test_the_demo_holds_pairs_out_of_video_edits_and_the_strict_split_out_of_everything():
+  from sama_jax.data.config import world_options
+  design, strict = demo_config("default"), demo_config("default", strict_split=True)
+  for stage in ("stage1", "stage2"):
+    assert world_options(design[stage].data)["held_out_from"] == ("video_edit",)
+    assert world_options(strict[stage].data)["held_out_from"] == ("image_edit", "clip", "video_edit")

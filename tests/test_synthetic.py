@@ -267,6 +267,25 @@ def test_held_out_pairs_never_appear_in_training_examples():
     assert not {(o.shape, o.colour) for o in scene.objects} & HELD_OUT
 
 
+def test_the_design_split_shows_held_out_pairs_in_stage_1_data_only():
+  # SYNTHETIC_WORLD.md: held out of stage-2 video edits; image edits and raw clips show them.
+  def shown(kind):
+    pairs = set()
+    for index in range(200):
+      scene, edit = world_case(kind, index, 1, held_out_from=("video_edit",))
+      after = apply_edit(scene, edit) if edit else scene
+      pairs |= {(o.shape, o.colour) for s in (scene, after) for o in s.objects}
+    return pairs & HELD_OUT
+
+  assert shown("image_edit") == HELD_OUT and shown("clip") == HELD_OUT
+  assert not shown("video_edit")
+  for index in range(50):  # the evaluation clips do not depend on the training split
+    assert world_case("eval_edit", index, 0, held_out_from=())[1] == world_case("eval_edit", index, 0)[1]
+  for bad in ("video_edit", ("eval_edit",), ("videos",)):
+    with pytest.raises(ValueError, match="held_out_from"):
+      world_case("clip", 0, 0, held_out_from=bad)
+
+
 def test_evaluation_edits_involve_held_out_pairs_or_absent_objects():
   kinds = set()
   for index in range(100):

@@ -115,6 +115,15 @@ def test_a_bad_train_config_set_after_it_was_built_is_refused_before_anything_ru
   assert not os.listdir(tmp_path)
 
 
+def test_resuming_with_another_held_out_split_is_refused(tmp_path):
+  # A run trained with the held-out pairs out of its clips must not resume showing them.
+  train(small(STAGE1, 1, **NARROW), str(tmp_path))
+  strict = small(STAGE1, 2, **NARROW, **{"data.world.held_out_from": ("image_edit", "clip", "video_edit")})
+  with pytest.raises(ValueError, match="another synthetic world.*held_out_from"):
+    train(strict, str(tmp_path))
+  assert ckpt.checkpoint_manager(os.path.join(tmp_path, "checkpoints"), async_save=False).latest_step() == 1
+
+
 def devices(n):
   return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
 

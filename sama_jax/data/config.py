@@ -12,6 +12,7 @@ import ml_collections
 from sama_jax.data.pretext import TASKS
 from sama_jax.data.sources import DEFAULT_COLUMNS
 from sama_jax.data.synthetic_edits import EDIT_KINDS
+from sama_jax.data.synthetic import TRAIN_KINDS
 from sama_jax.data.synthetic_scene import SceneSampling
 
 SOURCE_FORMATS = ("none", "manifest", "folder", "world", "array_record", "precomputed")
@@ -55,9 +56,12 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
   c.anchor = "uniform"  # SAMA_METHOD.md decision 3: "uniform" (paper, N = 1) or "first" (code)
   # The synthetic world's scenes and edits (SYNTHETIC_WORLD.md), for every world source and
   # for the evaluation clips of a run: the edit kinds drawn, object radii as shares of
-  # min(H, W), and at most this many objects per scene.
+  # min(H, W), at most this many objects per scene, and the training kinds that never show
+  # a held-out (shape, colour) pair: SYNTHETIC_WORLD.md's split holds them out of stage-2
+  # video edits only; ("image_edit", "clip", "video_edit") holds them out of all training.
   c.world = ml_collections.ConfigDict({"edit_kinds": EDIT_KINDS, "radius": SceneSampling.radius,
-                                       "max_objects": SceneSampling.max_objects})
+                                       "max_objects": SceneSampling.max_objects,
+                                       "held_out_from": ("video_edit",)})
   c.image_edit_prefix = ""  # prepended to edit instructions; the released
   c.video_edit_prefix = ""  # model is prompted with "[Video edit] " (§4.3)
   # Batches: global sizes, split evenly over processes (paper: 448 images / 112 videos).
@@ -123,6 +127,10 @@ def validate_data_config(c: ml_collections.ConfigDict) -> None:
                      "(shares of the frame's shorter side)")
   if not isinstance(w.max_objects, numbers.Integral) or w.max_objects < 1:
     raise ValueError(f"data.world.max_objects={w.max_objects!r}; expected a positive integer")
+  held_out_from = w.get("held_out_from", TRAIN_KINDS)
+  if isinstance(held_out_from, str) or set(held_out_from) - set(TRAIN_KINDS):
+    raise ValueError(f"data.world.held_out_from={held_out_from!r}; expected a tuple of {TRAIN_KINDS} "
+                     "(the training kinds that never show a held-out pair; () for none)")
   _positive_size(c.resolution, "resolution")
   for bucket in c.buckets:
     _positive_size(bucket, "buckets entry")
@@ -163,10 +171,28 @@ def validate_data_config(c: ml_collections.ConfigDict) -> None:
 
 def world_options(c: ml_collections.ConfigDict) -> dict:
   """The synthetic world's `world_case` keywords for a data config: clip length, frame
-  size, edit kinds and scene sampling (`data.world`). Configs saved before `data.world`
-  existed get the world's defaults."""
+  size, edit kinds, scene sampling and the held-out split (`data.world`). Configs saved
+  before a field existed get world_case's default for it (before `held_out_from`, every
+  training kind held the pairs out)."""
   w = c.get("world") or {}
   sampling = SceneSampling(radius=tuple(w.get("radius", SceneSampling.radius)),
                            max_objects=int(w.get("max_objects", SceneSampling.max_objects)))
   return {"frames": c["num_frames"], "height": c["resolution"][1], "width": c["resolution"][0],
-          "kinds": tuple(w.get("edit_kinds", EDIT_KINDS)), "sampling": sampling}
+          "kinds": tuple(w.get("edit_kinds", EDIT_KINDS)), "sampling": sampling,
+          "held_out_from": tuple(w.get("held_out_from", TRAIN_KINDS))}
+
+
+def check_same_world(saved_data, data) -> None:
+  """Raises ValueError when a run resumed with data config `data` draws a different
+  synthetic world (edit kinds, scene sampling, frame size or held-out split) than the
+  checkpoint's saved data config `saved_data`: its batches would silently change
+  distribution halfway, and a held-out split changed on resume leaks the evaluation pairs."""
+  blocks = ("image_edits", "clips", "video_edits")
+  if not any(data[b].format == "world" for b in blocks):
+    return
+  before, now = world_options(saved_data), world_options(data)
+  changed = sorted(k for k in now if before.get(k) != now[k])
+  if changed:
+    raise ValueError(f"this workdir's checkpoint was trained on another synthetic world ({', '.join(changed)}: "
+                     f"{[before.get(k) for k in changed]} then, {[now[k] for k in changed]} now); resume with "
+                     "the same data.world, or train in a new workdir")

@@ -9,11 +9,15 @@ grain's RandomAccessDataSource). Kinds (SYNTHETIC_WORLD.md, "Data for each stage
 - "clip": Motion Alignment raw clips with a caption; no instruction.
 - "video_edit": stage-2 SFT pairs, with masks and trajectories.
 - "eval_edit": held-out evaluation pairs: a separate seed stream, every edit involving
-  a held-out (shape, colour) pair that no training example ever shows, and a share of
-  instructions about absent objects (kind "unmatched", target = source).
+  a held-out (shape, colour) pair, and a share of instructions about absent objects
+  (kind "unmatched", target = source).
 
-Training kinds never show a `held_out` pair, in source or target; pass
-`held_out=frozenset()` to train on everything.
+The training kinds named in `held_out_from` never show a `held_out` pair, in source or
+target. SYNTHETIC_WORLD.md holds the pairs out of stage-2 video edits only
+(`held_out_from=("video_edit",)`, the world configs' `data.world.held_out_from`): stage 1's
+image edits and raw clips show them, and the evaluation asks whether what stage 1 learnt
+carries to videos. The keyword's default, every training kind, is the stricter split
+(no training example shows a held-out pair); `held_out=frozenset()` trains on everything.
 
 The world's parts, re-exported here: scenes and motion (`synthetic_scene.py`),
 rendering (`synthetic_render.py`), language (`synthetic_grammar.py`), edits
@@ -35,13 +39,14 @@ from sama_jax.data.synthetic_render import render
 from sama_jax.data.synthetic_scene import (Background, Motion, Scene, SceneObject, SceneSampling,
                                            sample_scene)
 
-__all__ = ["WORLD_KINDS", "WorldSource", "world_case", "world_example", "world_rng",
+__all__ = ["WORLD_KINDS", "TRAIN_KINDS", "WorldSource", "world_case", "world_example", "world_rng",
            "EDIT_KINDS", "HELD_OUT", "Edit", "apply_edit", "edit_from_instruction", "sample_edit",
            "sample_unmatched_instruction", "caption", "parse_instruction", "vocabulary", "evaluate_edit",
            "summarise", "render", "Background", "Motion", "Scene", "SceneObject", "SceneSampling",
            "sample_scene"]
 
 WORLD_KINDS = ("image_edit", "clip", "video_edit", "eval_edit")
+TRAIN_KINDS = WORLD_KINDS[:3]
 # Scene redraws allowed when looking for a feasible (or, for evaluation, held-out) edit;
 # a success takes a few draws, so hitting this means the options exclude everything.
 MAX_DRAWS = 1000
@@ -58,11 +63,16 @@ def world_rng(kind: str, index: int, seed: int) -> np.random.Generator:
 
 def world_case(kind: str, index: int, seed: int = 0, *, frames: int = 17, height: int = 64, width: int = 64,
                kinds: tuple[str, ...] = EDIT_KINDS, held_out: frozenset = HELD_OUT,
-               unmatched_fraction: float = 0.1,
+               held_out_from: tuple[str, ...] = TRAIN_KINDS, unmatched_fraction: float = 0.1,
                sampling: SceneSampling = SceneSampling()) -> tuple[Scene, Edit | None]:
   """The scene (and edit; None for "clip") of example `index`, before rendering. Image
-  edits are one-frame scenes. Deterministic for (kind, index, seed, options)."""
+  edits are one-frame scenes. Training kinds in `held_out_from` show no `held_out` pair;
+  "eval_edit" edits one. Deterministic for (kind, index, seed, options)."""
   rng = world_rng(kind, index, seed)
+  if isinstance(held_out_from, str) or set(held_out_from) - set(TRAIN_KINDS):
+    raise ValueError(f"held_out_from={held_out_from!r}; expected a tuple of {TRAIN_KINDS}")
+  if kind != "eval_edit" and kind not in held_out_from:
+    held_out = frozenset()
   if kind == "clip":
     return sample_scene(rng, frames, height, width, held_out, sampling), None
   length = 1 if kind == "image_edit" else frames

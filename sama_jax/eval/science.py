@@ -2,7 +2,7 @@
 seeds (SYNTHETIC_WORLD.md, issue "the embedded default").
 
     python -m sama_jax.eval.science [--preset default] [--seeds 0 1 2] [--workdir runs/science]
-        [--steps STAGE1 STAGE2] [--clips N]
+        [--steps STAGE1 STAGE2] [--clips N] [--strict-split]
 
 --steps and --clips override the preset's training steps and held-out clip count (the
 table's header states what was run), so the sweep can be sized to the hours at hand.
@@ -143,7 +143,7 @@ def sized(demo, steps: tuple[int, int] | None = None, clips: int | None = None):
 
 
 def run(preset: str, seeds: list[int], workdir: str, steps: tuple[int, int] | None = None,
-        clips: int | None = None) -> dict:
+        clips: int | None = None, strict_split: bool = False) -> dict:
   from sama_jax.demo import demo_config
   from sama_jax.data.config import world_options
   from sama_jax.edit import edit, load_bundle
@@ -151,7 +151,7 @@ def run(preset: str, seeds: list[int], workdir: str, steps: tuple[int, int] | No
 
   from sama_jax.world_siglip import prepare
 
-  demo = sized(demo_config(preset), steps, clips)
+  demo = sized(demo_config(preset, strict_split), steps, clips)
   prepare(demo, workdir)  # one world SigLIP for every run and seed, as the demo's
   data = demo.stage1.data
   world = dict(num_clips=demo.eval.num_clips, seed=demo.eval.seed, **world_options(data))
@@ -175,13 +175,14 @@ def run(preset: str, seeds: list[int], workdir: str, steps: tuple[int, int] | No
       _, tables[method], _ = evaluate(lambda f, i: edit(bundle, f, i), desc=f"seed {seed}: {method}", **world)
     per_seed.append(tables)
     with open(os.path.join(workdir, "science.json"), "w") as f:
-      json.dump({"preset": preset, "seeds": seeds[:len(per_seed)], "per_seed": per_seed}, f, indent=1,
+      json.dump({"preset": preset, "strict_split": strict_split, "seeds": seeds[:len(per_seed)], "per_seed": per_seed}, f, indent=1,
                 default=float)
   agg = aggregate(per_seed)
   minutes = (time.time() - start) / 60
   header = (f"# Science table ({preset} preset, seeds {', '.join(map(str, seeds))})\n\n"
             f"{world['num_clips']} held-out clips ({data.resolution[0]}x{data.resolution[1]}, {data.num_frames} "
-            f"frames); stage 1: {demo.stage1.train.total_steps} steps, stage 2: {demo.stage2.train.total_steps} "
+            f"frames; their (shape, colour) pairs held out of "
+            f"{'all training' if strict_split else 'stage-2 video edits'}); stage 1: {demo.stage1.train.total_steps} steps, stage 2: {demo.stage2.train.total_steps} "
             f"steps; {demo.stage1.edit.steps} sampling steps; mean ± std over {len(seeds)} seeds; "
             f"{minutes:.0f} minutes.\n\n")
   with open(os.path.join(workdir, "science.md"), "w") as f:
@@ -199,13 +200,15 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, nargs=2, metavar=("STAGE1", "STAGE2"), default=None,
                  help="training steps of each stage (default: the preset's)")
   p.add_argument("--clips", type=int, default=None, help="held-out clips (default: the preset's)")
+  p.add_argument("--strict-split", action="store_true",
+                 help="hold the held-out pairs out of all training, not only out of video edits (as the demo's)")
   a = p.parse_args(argv)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
   os.makedirs(a.workdir, exist_ok=True)
   from sama_jax.demo import cache_compiled_programs
   cache_compiled_programs(a.workdir)  # the 7 runs per seed share their programs: compile each once
-  run(a.preset, a.seeds, a.workdir, a.steps, a.clips)
+  run(a.preset, a.seeds, a.workdir, a.steps, a.clips, a.strict_split)
   return 0
 
 

@@ -11,9 +11,11 @@ trainer workdir trained on the world:
 
     python -m sama_jax.eval.world --checkpoint runs/demo/stage2 [--clips 48] [--guidance 1] [--split seen]
 
-split "held_out" (the default, the demo's) edits clips whose edited objects are
-(shape, colour) pairs no training example shows; split "seen" edits new clips of the
-training distribution, which separates "cannot edit" from "does not generalise".
+split "held_out" (the default, the demo's) edits clips whose edits involve a held-out
+(shape, colour) pair, one that no stage-2 video edit shows (and, where the run's
+`data.world.held_out_from` names them, no image edit or raw clip either); split "seen"
+edits new clips of stage 2's distribution, which separates "cannot edit" from "does not
+generalise".
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, help="sampling steps (default: the workdir's edit config)")
   p.add_argument("--guidance", type=float, help="text guidance scale (default: the workdir's)")
   p.add_argument("--split", choices=sorted(SPLITS), default="held_out",
-                  help="held_out: unseen (shape, colour) pairs (the demo's); seen: the training distribution")
+                  help="held_out: (shape, colour) pairs no video edit shows (the demo's); seen: stage 2's distribution")
   p.add_argument("--json", help="also write the per-kind table and per-clip rows here")
   a = p.parse_args(argv)
   if a.clips < 1:

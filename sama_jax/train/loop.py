@@ -25,6 +25,7 @@ import numpy as np
 from flax import linen as nn
 from tqdm import tqdm
 
+from sama_jax.data.config import check_same_world
 from sama_jax.encoders import build_encoders, host_arrays, make_encode_fn
 from sama_jax.models.flops import dit_flops
 from sama_jax.models.text import tokenize
@@ -168,7 +169,9 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
                                       run.keep_every or None, async_save=run.async_checkpoints)
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
     if manager.latest_step() is not None:
-      state, _, data_state = ckpt.restore(manager, like, shardings)
+      state, saved, data_state = ckpt.restore(manager, like, shardings)
+      if "data" in saved and "data" in config:
+        check_same_world(saved["data"], config.data)
       if data_state:
         data.set_state(data_state)
       log.info("resumed from step %d", int(state["step"]))
