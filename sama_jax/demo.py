@@ -134,12 +134,11 @@ def main(argv=None) -> int:
   md = (markdown_table(tables) + "\n\nSAMA on the held-out clips, by how the instruction names its object "
         "(the colour alone, a colour another object shares, the shape alone):\n\n" +
         markdown_table(by_reference(rows2), halves=True))
-  split = ("held out of all training" if a.strict_split else "held out of stage 2's video edits; stage 1's "
-           "image edits show them")
-  header = (f"# Demo results ({a.preset} preset)\n\n{c.eval.num_clips} held-out clips (their (shape, colour) "
-            f"pairs {split}) "
+  split = "all training" if a.strict_split else "stage 2's video edits (stage 1's image edits show them)"
+  header = (f"# Demo results ({a.preset} preset)\n\n{c.eval.num_clips} held-out clips "
             f"({data.resolution[0]}x{data.resolution[1]}, {data.num_frames} frames; the last row: "
-            f"{c.eval.seen_clips} new clips of the training distribution), "
+            f"{c.eval.seen_clips} new clips of the training distribution), their (shape, colour) pairs held "
+            f"out of {split}; "
             f"{c.stage1.train.total_steps} + {c.stage2.train.total_steps} training steps, "
             f"{c.stage1.edit.steps} sampling steps; {minutes:.1f} minutes.\n\n")
   os.makedirs(a.workdir, exist_ok=True)
@@ -147,7 +146,8 @@ def main(argv=None) -> int:
     f.write(header + md + "\n")
   with open(os.path.join(a.workdir, "results.json"), "w") as f:
     rows = {"identity": rows0, "stage1": rows1, "stage2": rows2, "stage2_seen": rows2s}
-    json.dump({"preset": a.preset, "strict_split": a.strict_split, "minutes": minutes, "tables": tables, "rows": rows}, f, indent=1, default=float)
+    json.dump({"preset": a.preset, "strict_split": a.strict_split, "minutes": minutes, "tables": tables,
+               "rows": rows}, f, indent=1, default=float)
   previews = save_previews({"stage 1": kept1, "stage 2": kept2}, os.path.join(a.workdir, "previews"))
   print("\n" + header + md)
   print(f"\nwrote {a.workdir}/results.md, results.json and {len(previews)} previews in {a.workdir}/previews")

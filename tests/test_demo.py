@@ -22,7 +22,9 @@ def test_smoke_demo_writes_results_and_previews(tmp_path):
   assert tables["SAMA, seen (shape, colour) pairs"]["all"]["count"] == 2
   assert tables["identity (output = source)"]["all"]["success"] == 0.0  # matched edits all need a change
   assert tables["identity (output = source)"]["all"]["count"] == 4
-  assert "| method |" in open(tmp_path / "results.md").read()
+  report = open(tmp_path / "results.md").read()
+  assert "| method |" in report and "pairs held out of stage 2's video edits" in report
+  assert results["strict_split"] is False
   assert os.listdir(tmp_path / "xla_cache")  # compiled programs kept for stage 2, evaluation and reruns
   previews = sorted(os.listdir(tmp_path / "previews"))
   assert "clip00.png" in previews and "clip00.gif" in previews

@@ -175,14 +175,15 @@ def run(preset: str, seeds: list[int], workdir: str, steps: tuple[int, int] | No
       _, tables[method], _ = evaluate(lambda f, i: edit(bundle, f, i), desc=f"seed {seed}: {method}", **world)
     per_seed.append(tables)
     with open(os.path.join(workdir, "science.json"), "w") as f:
-      json.dump({"preset": preset, "strict_split": strict_split, "seeds": seeds[:len(per_seed)], "per_seed": per_seed}, f, indent=1,
-                default=float)
+      json.dump({"preset": preset, "strict_split": strict_split, "seeds": seeds[:len(per_seed)],
+                 "per_seed": per_seed}, f, indent=1, default=float)
   agg = aggregate(per_seed)
   minutes = (time.time() - start) / 60
   header = (f"# Science table ({preset} preset, seeds {', '.join(map(str, seeds))})\n\n"
             f"{world['num_clips']} held-out clips ({data.resolution[0]}x{data.resolution[1]}, {data.num_frames} "
             f"frames; their (shape, colour) pairs held out of "
-            f"{'all training' if strict_split else 'stage-2 video edits'}); stage 1: {demo.stage1.train.total_steps} steps, stage 2: {demo.stage2.train.total_steps} "
+            f"{'all training' if strict_split else 'stage-2 video edits'}); stage 1: "
+            f"{demo.stage1.train.total_steps} steps, stage 2: {demo.stage2.train.total_steps} "
             f"steps; {demo.stage1.edit.steps} sampling steps; mean ± std over {len(seeds)} seeds; "
             f"{minutes:.0f} minutes.\n\n")
   with open(os.path.join(workdir, "science.md"), "w") as f:
