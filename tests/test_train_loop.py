@@ -116,7 +116,7 @@ def test_a_bad_train_config_set_after_it_was_built_is_refused_before_anything_ru
 
 
 def test_resuming_with_another_held_out_split_is_refused(tmp_path):
-  # A run trained with the held-out pairs out of its clips must not resume showing them.
+  # A run whose image edits and clips showed the held-out pairs must not resume as a strict-split run.
   train(small(STAGE1, 1, **NARROW), str(tmp_path))
   strict = small(STAGE1, 2, **NARROW, **{"data.world.held_out_from": ("image_edit", "clip", "video_edit")})
   with pytest.raises(ValueError, match="another synthetic world.*held_out_from"):
