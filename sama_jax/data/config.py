@@ -12,7 +12,7 @@ import ml_collections
 from sama_jax.data.pretext import TASKS
 from sama_jax.data.sources import DEFAULT_COLUMNS
 from sama_jax.data.synthetic_edits import EDIT_KINDS
-from sama_jax.data.synthetic import TRAIN_KINDS
+from sama_jax.data.synthetic import TRAIN_KINDS, check_held_out_from
 from sama_jax.data.synthetic_scene import SceneSampling
 
 SOURCE_FORMATS = ("none", "manifest", "folder", "world", "array_record", "precomputed")
@@ -127,10 +127,7 @@ def validate_data_config(c: ml_collections.ConfigDict) -> None:
                      "(shares of the frame's shorter side)")
   if not isinstance(w.max_objects, numbers.Integral) or w.max_objects < 1:
     raise ValueError(f"data.world.max_objects={w.max_objects!r}; expected a positive integer")
-  held_out_from = w.get("held_out_from", TRAIN_KINDS)
-  if isinstance(held_out_from, str) or set(held_out_from) - set(TRAIN_KINDS):
-    raise ValueError(f"data.world.held_out_from={held_out_from!r}; expected a tuple of {TRAIN_KINDS} "
-                     "(the training kinds that never show a held-out pair; () for none)")
+  check_held_out_from(w.get("held_out_from", TRAIN_KINDS), "data.world.held_out_from")
   _positive_size(c.resolution, "resolution")
   for bucket in c.buckets:
     _positive_size(bucket, "buckets entry")

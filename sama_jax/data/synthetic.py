@@ -61,6 +61,13 @@ def world_rng(kind: str, index: int, seed: int) -> np.random.Generator:
   return np.random.default_rng([int(seed), WORLD_KINDS.index(kind), int(index)])
 
 
+def check_held_out_from(held_out_from, name: str = "held_out_from") -> None:
+  """Raises ValueError unless `held_out_from` is a tuple (or list) of TRAIN_KINDS."""
+  if isinstance(held_out_from, str) or set(held_out_from) - set(TRAIN_KINDS):
+    raise ValueError(f"{name}={held_out_from!r}; expected a tuple of {TRAIN_KINDS} (the training kinds "
+                     "that never show a held-out pair; () for none)")
+
+
 def world_case(kind: str, index: int, seed: int = 0, *, frames: int = 17, height: int = 64, width: int = 64,
                kinds: tuple[str, ...] = EDIT_KINDS, held_out: frozenset = HELD_OUT,
                held_out_from: tuple[str, ...] = TRAIN_KINDS, unmatched_fraction: float = 0.1,
@@ -69,8 +76,7 @@ def world_case(kind: str, index: int, seed: int = 0, *, frames: int = 17, height
   edits are one-frame scenes. Training kinds in `held_out_from` show no `held_out` pair;
   "eval_edit" edits one. Deterministic for (kind, index, seed, options)."""
   rng = world_rng(kind, index, seed)
-  if isinstance(held_out_from, str) or set(held_out_from) - set(TRAIN_KINDS):
-    raise ValueError(f"held_out_from={held_out_from!r}; expected a tuple of {TRAIN_KINDS}")
+  check_held_out_from(held_out_from)
   if kind != "eval_edit" and kind not in held_out_from:
     held_out = frozenset()
   if kind == "clip":
