@@ -43,6 +43,7 @@ from flax import nnx
 from sama_jax.config import load_config
 from sama_jax.parallel.mesh import make_mesh, mesh_config
 from sama_jax.train.config import train_config
+from sama_jax.train.optimizer import learning_rate_table
 from sama_jax.train.state import create_train_state
 from sama_jax.train.step import make_train_step
 
@@ -117,6 +118,7 @@ def main():
         lambda path, x: x * a.qk_scale if any(getattr(k, "key", None) in ("norm_q", "norm_k") for k in path) else x,
         state["params"])
   step = jax.jit(make_train_step(graphdef, optimizer, tc))
+  rates = learning_rate_table(tc)
   rng = np.random.default_rng(0)
   world = world_batches(c) if a.data == "world" else None
   shape = (4, a.frames, 8, 8, c.model.in_channels)
@@ -148,7 +150,7 @@ def main():
         f"square {floor:.4f} (a model blind to the source sits near it at sigma 1)")
   print("| step | flow loss | x0 error at sigma 0.98 | at 0.5 |\n|---|---|---|---|")
   for i in range(a.steps):
-    state, m = step(state, batch(), jax.random.key(i))
+    state, m = step(state, batch(), jax.random.key(i), rates[i])
     if i % 100 == 0 or i == a.steps - 1:
       e98 = np.mean([float(x0_error(state["params"], b, 0.98)) for b in held])
       e50 = np.mean([float(x0_error(state["params"], b, 0.5)) for b in held])

@@ -90,7 +90,8 @@ def analyse(name, rank, steps):
     graphdef, optimizer, state, shardings = abstract_state(model_config, tc, lora, mesh, mc.rules)
     step = jax.jit(make_train_step(graphdef, optimizer, tc, lora), donate_argnums=0)
     start = time.perf_counter()
-    compiled = step.lower(state, batch_of(name, model_config), jax.random.key(0)).compile()
+    rate = np.float32(tc.learning_rate)
+    compiled = step.lower(state, batch_of(name, model_config), jax.random.key(0), rate).compile()
     compile_s = time.perf_counter() - start
     stats = compiled.memory_analysis()
     row = {"frozen": nbytes(state.get("base", {})) / MB, "trained": nbytes(state["params"]) / MB,
@@ -101,12 +102,12 @@ def analyse(name, rank, steps):
     if steps:
       _, _, real, _ = create_train_state(model_config, tc, mesh, mc.rules, lora=lora)
       batch, key = batch_of(name, model_config, concrete=True), jax.random.key(0)
-      real, metrics = step(real, batch, key)  # warm-up: compiles for the concrete layout
+      real, metrics = step(real, batch, key, rate)  # warm-up: compiles for the concrete layout
       jax.block_until_ready(metrics)
       times = []
       for _ in range(steps):
         t = time.perf_counter()
-        real, metrics = step(real, batch, key)
+        real, metrics = step(real, batch, key, rate)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t)
       row["step_ms"] = 1e3 * statistics.median(times)

@@ -91,10 +91,10 @@ def analyse(model_name, mesh_name, remat, text_len, num_semantic, sequence_paral
   with jax.set_mesh(mesh), nn.logical_axis_rules(mc.rules):
     graphdef, optimizer, state, shardings = abstract_train_state(config, tc, mesh, mc.rules)
     batch = abstract_batch(config, mesh, text_len, num_semantic)
-    step = jax.jit(make_train_step(graphdef, optimizer, tc), in_shardings=(shardings, batch_sharding(mesh), None),
+    step = jax.jit(make_train_step(graphdef, optimizer, tc), in_shardings=(shardings, batch_sharding(mesh), None, None),
                    out_shardings=(shardings, None), donate_argnums=0)
     start = time.perf_counter()
-    stats = step.lower(state, batch, jax.random.key(0)).compile().memory_analysis()
+    stats = step.lower(state, batch, jax.random.key(0), np.float32(tc.learning_rate)).compile().memory_analysis()
     seconds = time.perf_counter() - start
   return {"params": per_device_bytes(state["params"]) / GB, "opt": per_device_bytes(state["opt_state"]) / GB,
           "ema": per_device_bytes(state["ema"]) / GB if state["ema"] is not None else 0.0,

@@ -88,17 +88,17 @@ def jax_train_step(config, batch):
   tc = train_config()
   with jax.set_mesh(mesh), nn.logical_axis_rules(mc.rules):
     graphdef, optimizer, state, shardings = create_train_state(config, tc, mesh, mc.rules)
-    step = jax.jit(make_train_step(graphdef, optimizer, tc), in_shardings=(shardings, batch_sharding(mesh), None),
+    step = jax.jit(make_train_step(graphdef, optimizer, tc), in_shardings=(shardings, batch_sharding(mesh), None, None),
                    out_shardings=(shardings, None), donate_argnums=0)
     batch = global_batch(batch, mesh)
-    rng = jax.random.key(0)
+    rng, rate = jax.random.key(0), np.float32(tc.learning_rate)
     start = time.perf_counter()
-    step = step.lower(state, batch, rng).compile()
+    step = step.lower(state, batch, rng, rate).compile()
     compile_s = time.perf_counter() - start
   holder = {"state": state}
 
   def run():
-    holder["state"], metrics = step(holder["state"], batch, rng)
+    holder["state"], metrics = step(holder["state"], batch, rng, rate)
     jax.block_until_ready(metrics)
 
   return run, compile_s

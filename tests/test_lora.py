@@ -111,12 +111,13 @@ def lora_run(tmp_path_factory):
   with jax.set_mesh(mesh), nn.logical_axis_rules(mc.rules):
     graphdef, optimizer, state, shardings = create_train_state(model, tc, mesh, mc.rules, lora=c)
     initial = jax.tree.map(np.asarray, state)
-    step = jax.jit(make_train_step(graphdef, optimizer, tc, c), in_shardings=(shardings, batch_sharding(mesh), None),
+    step = jax.jit(make_train_step(graphdef, optimizer, tc, c),
+                   in_shardings=(shardings, batch_sharding(mesh), None, None),
                    out_shardings=(shardings, None), donate_argnums=0)
     batch = global_batch(make_batch(b=4), mesh)
     losses = []
     for _ in range(3):
-      state, metrics = step(state, batch, jax.random.key(1))
+      state, metrics = step(state, batch, jax.random.key(1), np.float32(tc.learning_rate))
       losses.append(float(metrics["loss"]))
     manager = ckpt.checkpoint_manager(os.path.join(workdir, "checkpoints"), async_save=False)
     ckpt.save(manager, 3, state, {"model": model.to_dict(), "train": tc.to_dict(), "lora": c.to_dict()}, None)

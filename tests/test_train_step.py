@@ -13,6 +13,7 @@ from sama_jax.parallel.mesh import make_mesh, mesh_config
 from sama_jax.parallel.sharding import batch_sharding, global_batch
 from sama_jax.train import checkpoint as ckpt
 from sama_jax.train.config import train_config
+from sama_jax.train.optimizer import learning_rate_table, make_optimizer
 from sama_jax.train.state import create_train_state
 from sama_jax.train.step import make_train_step
 
@@ -34,11 +35,11 @@ def run(model_config, tc, degrees, steps=3, batch=None, state_hook=None):
   batch = make_batch() if batch is None else batch
   with jax.set_mesh(mesh), nn.logical_axis_rules(mc.rules):
     graphdef, optimizer, state, shardings = create_train_state(model_config, tc, mesh, mc.rules)
-    step = jax.jit(make_train_step(graphdef, optimizer, tc), in_shardings=(shardings, batch_sharding(mesh), None),
+    step = jax.jit(make_train_step(graphdef, optimizer, tc), in_shardings=(shardings, batch_sharding(mesh), None, None),
                    out_shardings=(shardings, None), donate_argnums=0)
-    history = []
-    for _ in range(steps):
-      state, metrics = step(state, global_batch(batch, mesh), jax.random.key(1))
+    history, rates = [], learning_rate_table(tc)
+    for i in range(steps):
+      state, metrics = step(state, global_batch(batch, mesh), jax.random.key(1), rates[min(i, len(rates) - 1)])
       history.append(jax.device_get(metrics))
   return state, history, shardings
 
@@ -95,7 +96,8 @@ def test_frozen_parameters_do_not_move_and_ema_follows(tiny_config):
   mesh = make_mesh(mc, jax.devices()[:1])
   graphdef, optimizer, state, _ = create_train_state(tiny_config, tc, mesh, mc.rules)
   before = jax.device_get(state["params"])
-  new, _ = jax.jit(make_train_step(graphdef, optimizer, tc))(state, make_batch(), jax.random.key(0))
+  new, _ = jax.jit(make_train_step(graphdef, optimizer, tc))(state, make_batch(), jax.random.key(0),
+                                                               learning_rate_table(tc)[0])
   after = jax.device_get(new["params"])
   np.testing.assert_array_equal(after["dit"]["blocks"]["ffn"]["proj_in"]["kernel"],
                                 before["dit"]["blocks"]["ffn"]["proj_in"]["kernel"])
@@ -112,9 +114,10 @@ def test_gradient_accumulation_updates_every_k_micro_steps(tiny_config):
   step = jax.jit(make_train_step(graphdef, optimizer, tc))
   kernel = lambda s: np.asarray(s["params"]["dit"]["blocks"]["ffn"]["proj_in"]["kernel"])
   k0 = kernel(state)
-  state, _ = step(state, make_batch(seed=1), jax.random.key(0))
+  rate = learning_rate_table(tc)[0]
+  state, _ = step(state, make_batch(seed=1), jax.random.key(0), rate)
   np.testing.assert_array_equal(kernel(state), k0)  # first micro-step: gradients only accumulate
-  state, _ = step(state, make_batch(seed=2), jax.random.key(0))
+  state, _ = step(state, make_batch(seed=2), jax.random.key(0), rate)
   assert np.abs(kernel(state) - k0).max() > 0
 
 
@@ -278,6 +281,51 @@ def test_learning_rate_schedule_warms_up_then_decays_and_restarts_where_told():
   expected = {0: 0.0, 10: 1.0, 105: 0.5, 199: 0.5 * (1 + np.cos(np.pi * 189 / 190)),
               200: 0.0, 205: 0.5, 210: 1.0, 605: 0.5, 1000: 0.0}
   np.testing.assert_allclose([float(cycles(s)) for s in expected], list(expected.values()), atol=1e-6)
+
+
+def test_learning_rate_table_follows_the_schedule_per_update():
+  from sama_jax.train.optimizer import learning_rate_schedule
+  tc = train_config(learning_rate=1.0, warmup_steps=4, schedule="linear", total_steps=24, grad_accum=3)
+  table = learning_rate_table(tc)
+  schedule = learning_rate_schedule(tc)
+  assert table.shape == (24,) and table.dtype == np.float32
+  np.testing.assert_allclose(table, [float(schedule(s // 3)) for s in range(24)], rtol=1e-6)
+  assert table[0] == table[2] == 0.0 and table[3] == pytest.approx(0.25)  # 3 micro-steps per update
+
+
+def test_optimizer_at_rate_one_scaled_is_adamw_at_that_rate():
+  """make_optimizer runs AdamW at rate 1 and the step scales its updates: bit for bit
+  optax's AdamW (clipping and weight decay included) at the step's rate."""
+  import optax
+  tc = train_config(learning_rate=3e-3, weight_decay=0.01, grad_clip=1.0)
+  rng = np.random.default_rng(0)
+  params = {"a": rng.standard_normal((4, 3)).astype(np.float32), "b": rng.standard_normal(5).astype(np.float32)}
+  ours, ref = make_optimizer(tc, params), optax.chain(optax.clip_by_global_norm(tc.grad_clip),
+                                                     optax.adamw(tc.learning_rate, b1=tc.b1, b2=tc.b2, eps=tc.eps,
+                                                                 weight_decay=tc.weight_decay))
+  s_ours, s_ref = ours.init(params), ref.init(params)
+  for i in range(3):
+    grads = jax.tree.map(lambda p: 3.0 * rng.standard_normal(p.shape).astype(np.float32), params)
+    u_ours, s_ours = ours.update(grads, s_ours, params)
+    u_ref, s_ref = ref.update(grads, s_ref, params)
+    for k in params:
+      np.testing.assert_array_equal(np.float32(tc.learning_rate) * u_ours[k], u_ref[k])
+
+
+def test_runs_that_differ_in_schedule_compile_one_program(tiny_config):
+  """Rate, warmup, decay, length and restarts are not in the train step's program, so
+  stage 2 (and the science table's runs) reuse stage 1's compiled step."""
+  mc = mesh_config(data=1)
+  mesh = make_mesh(mc, jax.devices()[:1])
+  first = train_config(learning_rate=1e-3, warmup_steps=100, schedule="cosine", total_steps=400,
+                       schedule_restarts=(0.1,))
+  second = train_config(learning_rate=1e-4, warmup_steps=10, schedule="linear", total_steps=50)
+  texts = []
+  for tc in (first, second):
+    graphdef, optimizer, state, _ = create_train_state(tiny_config, tc, mesh, mc.rules)
+    step = jax.jit(make_train_step(graphdef, optimizer, tc))
+    texts.append(step.lower(state, make_batch(), jax.random.key(0), learning_rate_table(tc)[0]).as_text())
+  assert texts[0] == texts[1]
 
 
 @pytest.mark.parametrize("restarts", [(0.0,), (1.0,), (0.5, 0.2), (0.3, 0.3)])

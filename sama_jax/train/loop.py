@@ -34,6 +34,7 @@ from sama_jax.parallel.sharding import batch_sharding, global_batch
 from sama_jax.train import checkpoint as ckpt
 from sama_jax.train.config import validate_train_config
 from sama_jax.train.metrics import MetricWriter, first_non_finite, peak_tflops, summarise
+from sama_jax.train.optimizer import learning_rate_table
 from sama_jax.train.state import create_train_state
 from sama_jax.train.step import make_train_step
 
@@ -184,9 +185,10 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
       log.info("initialised parameters from %s", init_from)
 
     step_fn = jax.jit(make_train_step(graphdef, optimizer, config.train, lora),
-                      in_shardings=(shardings, batch_sharding(mesh), None),
+                      in_shardings=(shardings, batch_sharding(mesh), None, None),
                       out_shardings=(shardings, None), donate_argnums=0)
     rng = jax.random.key(config.train.seed)
+    rates = learning_rate_table(config.train)
     writer = MetricWriter(workdir, enabled=process == 0)
     peak = peak_tflops(jax.devices()[0].device_kind, run.peak_tflops)
     preemption = Preemption()
@@ -200,7 +202,7 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
                         config.train.negative_prompt, process, processes, negative_text)
         raw = drop_source(raw, np.random.default_rng([config.train.seed, step, 1]), config.train.source_dropout)
         batch = model_batch(raw, encoders, encode, mesh)
-        state, metrics = step_fn(state, batch, rng)
+        state, metrics = step_fn(state, batch, rng, rates[step])
         steps_timed += 1
         bar.update(1)
         done = step + 1

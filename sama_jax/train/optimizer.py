@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from sama_jax.data.phases import phase_steps
@@ -43,6 +45,16 @@ def learning_rate_schedule(c) -> optax.Schedule:
   return optax.join_schedules(cycles, bounds) if bounds else cycles[0]
 
 
+def learning_rate_table(c) -> np.ndarray:
+  """float32 [max(total_steps, 1)]: the learning rate of each training step (micro-step
+  s trains at the schedule's value for update s // grad_accum). The train step takes its
+  rate as an argument from this table, so its compiled program holds no schedule: runs
+  that differ only in rate, warmup, decay or length (stage 1 and stage 2, the science
+  table's runs) share one program, and JAX's persistent cache serves it to the second."""
+  steps = jnp.arange(max(c.total_steps, 1)) // c.grad_accum
+  return np.asarray(jax.jit(jax.vmap(learning_rate_schedule(c)))(steps), np.float32)
+
+
 def path_name(path) -> str:
   """'dit.blocks.attn1.to_q.kernel' for a pytree key path."""
   return ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
@@ -60,7 +72,10 @@ def trainable_labels(params, pattern: str):
 
 
 def make_optimizer(c, params) -> optax.GradientTransformation:
-  adamw = optax.adamw(learning_rate_schedule(c), b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay)
+  """AdamW at learning rate 1 (clipped, accumulated, restricted to c.trainable): the train
+  step scales its updates by the step's rate (`learning_rate_table`), which is AdamW at
+  that rate, bit for bit (weight decay included: optax.adamw scales both by -rate)."""
+  adamw = optax.adamw(1.0, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay)
   chain = optax.chain(optax.clip_by_global_norm(c.grad_clip), adamw) if c.grad_clip > 0 else adamw
   optimizer = optax.multi_transform({"train": chain, "freeze": optax.set_to_zero()},
                                     trainable_labels(params, c.trainable))

@@ -21,7 +21,6 @@ from sama_jax.diffusion.flow import (X0_SIGMA_MIN, batch_broadcast, interpolate,
                                      velocity_from_x0, velocity_target)
 from sama_jax.diffusion.schedule import NUM_TRAIN_TIMESTEPS, sample_training_sigmas
 from sama_jax.train.config import task_weight_vector
-from sama_jax.train.optimizer import learning_rate_schedule
 
 
 EDIT_THRESHOLD = 0.05  # |target − source| above this (latent units) counts as edited
@@ -84,13 +83,14 @@ def compute_loss(model, batch: dict, rng: jax.Array, c):
 
 
 def make_train_step(graphdef, optimizer: optax.GradientTransformation, train_config, lora=None):
-  """train_step(state, batch, rng) -> (state, metrics), pure; jit it with shardings. With
-  a `lora` config of rank > 0, state["params"] are the adapters, merged into the frozen
+  """train_step(state, batch, rng, learning_rate) -> (state, metrics), pure; jit it with
+  shardings. `learning_rate` (float32 scalar) is this step's rate from
+  `optimizer.learning_rate_table` (the optimizer runs at rate 1; make_optimizer). With a
+  `lora` config of rank > 0, state["params"] are the adapters, merged into the frozen
   state["base"] inside the loss."""
   c = train_config
-  schedule = learning_rate_schedule(c)
 
-  def train_step(state, batch, rng):
+  def train_step(state, batch, rng, learning_rate):
     rng = jax.random.fold_in(rng, state["step"])
 
     def loss_fn(params):
@@ -100,12 +100,13 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, train_con
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    updates = jax.tree.map(lambda u: learning_rate * u, updates)
     params = optax.apply_updates(state["params"], updates)
     ema = state["ema"]
     if ema is not None:
       ema = jax.tree.map(lambda e, p: c.ema_decay * e + (1.0 - c.ema_decay) * p, ema, params)
     metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
-               "learning_rate": schedule(state["step"] // c.grad_accum)}
+               "learning_rate": learning_rate}
     frozen = {"base": state["base"]} if lora_lib.enabled(lora) else {}
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema, **frozen}, metrics
 
