@@ -147,9 +147,16 @@ def pretrain(encoders_config, *, steps: int = 600, batch_size: int = 64, pool: i
       batch_mask = np.concatenate([batch_mask, hard_mask[chosen]])
     losses.append(float(step(model, optimizer, jnp.asarray(pixels[chosen]), jnp.asarray(batch_ids),
                              jnp.asarray(batch_mask))))
-  images = unit(siglip(jnp.asarray(test_pixels))[1])
-  scores = images @ tower(jnp.asarray(test_ids), jnp.asarray(test_mask)).T
-  hard_scores = (images * tower(jnp.asarray(test_hard_ids), jnp.asarray(test_hard_mask))).sum(-1)
+
+  @nnx.jit
+  def score(model, pixels, ids, mask, hard_ids, hard_mask):
+    """([N, N] every frame against every caption, [N] each frame against its shape-changed caption)."""
+    vision, captions_, _ = model
+    images = unit(vision(pixels)[1])
+    return images @ captions_(ids, mask).T, (images * captions_(hard_ids, hard_mask)).sum(-1)
+
+  scores, hard_scores = score(model, *map(jnp.asarray, (test_pixels, test_ids, test_mask, test_hard_ids,
+                                                         test_hard_mask)))
   # Identical captions (the same scene description) count as a hit.
   same = (test_ids[:, None] == test_ids[None]).all(-1)
   hits = same[np.arange(batch_size), np.asarray(jnp.argmax(scores, axis=1))]
