@@ -46,7 +46,9 @@ def demo_config(preset: str, strict_split: bool = False):
 
 def cache_compiled_programs(workdir: str) -> None:
   """Keeps compiled programs in WORKDIR/xla_cache (JAX's persistent compilation cache), so
-  later runs of the same shapes (stage 2, the evaluations, a rerun) skip compilation."""
+  later runs of the same programs skip compilation: stage 2 trains with stage 1's steps
+  and encoder, a rerun with both. The sampler is not kept (JAX does not cache programs
+  with host callbacks, and its progress bar is one)."""
   import jax
   jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(workdir, "xla_cache")))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -84,8 +86,8 @@ def main(argv=None) -> int:
                  help="hold the held-out (shape, colour) pairs out of all training, image edits and "
                       "raw clips included (default: out of stage 2's video edits, SYNTHETIC_WORLD.md)")
   p.add_argument("--no-xla-cache", action="store_true",
-                 help="do not keep compiled programs in WORKDIR/xla_cache (stage 2 and the second "
-                      "evaluation reuse stage 1's; a rerun reuses all)")
+                 help="do not keep compiled programs in WORKDIR/xla_cache (stage 2 reuses stage 1's "
+                      "train steps and encoder; a rerun reuses them)")
   a = p.parse_args(argv)
   if not a.no_xla_cache:
     cache_compiled_programs(a.workdir)
