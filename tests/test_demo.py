@@ -25,9 +25,9 @@ def test_smoke_demo_writes_results_and_previews(tmp_path):
   report = open(tmp_path / "results.md").read()
   assert "| method |" in report and "pairs held out of stage 2's video edits" in report
   assert results["strict_split"] is False
-  # Compiled programs are kept for stage 2, evaluation and reruns: stage 2 trains on stage
-  # 1's two batch shapes (image pairs, clips) with stage 1's compiled steps (its learning
-  # rate is an argument), so the cache holds two train steps, not four.
+  # Compiled programs are kept for stage 2 and reruns: stage 2 trains on stage 1's two
+  # batch shapes (image pairs, clips) with stage 1's compiled steps (its learning rate is
+  # an argument), so the cache holds two train steps, not four.
   cached = os.listdir(tmp_path / "xla_cache")
   assert len([name for name in cached if name.startswith("jit_train_step-")]) == 2, cached
   previews = sorted(os.listdir(tmp_path / "previews"))
