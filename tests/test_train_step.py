@@ -314,7 +314,7 @@ def test_optimizer_at_rate_one_scaled_is_adamw_at_that_rate():
 
 def test_runs_that_differ_in_schedule_compile_one_program(tiny_config):
   """Rate, warmup, decay, length and restarts are not in the train step's program, so
-  stage 2 (and the science table's runs) reuse stage 1's compiled step."""
+  stage 2 (and the science table's runs with stage 1's loss) reuse stage 1's compiled step."""
   mc = mesh_config(data=1)
   mesh = make_mesh(mc, jax.devices()[:1])
   first = train_config(learning_rate=1e-3, warmup_steps=100, schedule="cosine", total_steps=400,
