@@ -35,7 +35,7 @@ from sama_jax.parallel.mesh import make_mesh, mesh_config  # noqa: E402
 from sama_jax.parallel.sharding import batch_sharding  # noqa: E402
 from sama_jax.train.config import train_config  # noqa: E402
 from sama_jax.train.state import create_train_state  # noqa: E402
-from sama_jax.train.step import make_train_step  # noqa: E402
+from sama_jax.train.step import jit_train_step  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {"1.3b": "wan1_3b.py", "14b": "wan14b.py"}
@@ -91,8 +91,7 @@ def analyse(model_name, mesh_name, remat, text_len, num_semantic, sequence_paral
   with jax.set_mesh(mesh), nn.logical_axis_rules(mc.rules):
     graphdef, optimizer, state, shardings = abstract_train_state(config, tc, mesh, mc.rules)
     batch = abstract_batch(config, mesh, text_len, num_semantic)
-    step = jax.jit(make_train_step(graphdef, optimizer, tc), in_shardings=(shardings, batch_sharding(mesh), None, None),
-                   out_shardings=(shardings, None), donate_argnums=0)
+    step = jit_train_step(graphdef, optimizer, tc, shardings, mesh)
     start = time.perf_counter()
     stats = step.lower(state, batch, jax.random.key(0), np.float32(tc.learning_rate)).compile().memory_analysis()
     seconds = time.perf_counter() - start

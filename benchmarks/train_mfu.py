@@ -7,7 +7,7 @@ diffusers PyTorch reference doing the same work.
 
 Prints a Markdown table; nothing is asserted.
 
-  jax    `make_train_step` as training runs it: flow + semantic loss, gradients, global-norm
+  jax    `jit_train_step` as training runs it: flow + semantic loss, gradients, global-norm
          clipping, AdamW, EMA, float32, one device, source and semantic tokens in context.
   torch  diffusers `WanTransformer3DModel` forward + backward + `torch.optim.AdamW.step`,
          float32, torch threads = the CPUs JAX uses. It has no source/semantic inputs, so its
@@ -37,10 +37,10 @@ from flax import linen as nn
 from sama_jax.config import load_config, model_config
 from sama_jax.models.flops import dit_flops
 from sama_jax.parallel.mesh import make_mesh, mesh_config
-from sama_jax.parallel.sharding import batch_sharding, global_batch
+from sama_jax.parallel.sharding import global_batch
 from sama_jax.train.config import train_config
 from sama_jax.train.state import create_train_state
-from sama_jax.train.step import make_train_step
+from sama_jax.train.step import jit_train_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,8 +88,7 @@ def jax_train_step(config, batch):
   tc = train_config()
   with jax.set_mesh(mesh), nn.logical_axis_rules(mc.rules):
     graphdef, optimizer, state, shardings = create_train_state(config, tc, mesh, mc.rules)
-    step = jax.jit(make_train_step(graphdef, optimizer, tc), in_shardings=(shardings, batch_sharding(mesh), None, None),
-                   out_shardings=(shardings, None), donate_argnums=0)
+    step = jit_train_step(graphdef, optimizer, tc, shardings, mesh)
     batch = global_batch(batch, mesh)
     rng, rate = jax.random.key(0), np.float32(tc.learning_rate)
     start = time.perf_counter()

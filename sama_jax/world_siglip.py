@@ -12,10 +12,10 @@ then train with `--config.encoders.world_siglip_init=runs/world_siglip`. The fra
 one-frame world scenes drawn as training clips are (with no held-out (shape, colour)
 pair only where `data.world.held_out_from` names "clip") at the run's resolution,
 captioned by the world's grammar ("a red circle and a blue square standing still on a
-green background": one frame shows no motion); the caption
-tower is a small umT5 over the world's word tokenizer, trained with the vision tower and
-then dropped. Only the vision
-tower's weights are saved (Orbax), and `build_encoders` loads them over its random init.
+green background": one frame shows no motion); the caption tower is a small umT5 over
+the world's word tokenizer, trained with the vision tower and then dropped. Only the
+vision tower's weights are saved (Orbax), and `build_encoders` loads them over its
+random init.
 The report also says how often a frame's own caption beats the same caption with one
 shape changed; `--shape-negatives` adds those captions to every batch as negatives
 (docs/results.md finding 24: off, it cost the DiT colour edits and taught it no shape).

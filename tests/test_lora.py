@@ -15,11 +15,11 @@ from sama_jax.config import load_config
 from sama_jax.lora import A, B, adapter_leaves, apply_lora, init_lora, lora_config, merge_lora
 from sama_jax.models import SamaDiT
 from sama_jax.parallel.mesh import make_mesh, mesh_config
-from sama_jax.parallel.sharding import batch_sharding, global_batch
+from sama_jax.parallel.sharding import global_batch
 from sama_jax.train import checkpoint as ckpt
 from sama_jax.train.config import train_config
 from sama_jax.train.state import create_train_state
-from sama_jax.train.step import make_train_step
+from sama_jax.train.step import jit_train_step
 from test_train_step import make_batch
 
 ATTN_FFN = [f"{m}.{p}" for m in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out")] + [
@@ -111,9 +111,7 @@ def lora_run(tmp_path_factory):
   with jax.set_mesh(mesh), nn.logical_axis_rules(mc.rules):
     graphdef, optimizer, state, shardings = create_train_state(model, tc, mesh, mc.rules, lora=c)
     initial = jax.tree.map(np.asarray, state)
-    step = jax.jit(make_train_step(graphdef, optimizer, tc, c),
-                   in_shardings=(shardings, batch_sharding(mesh), None, None),
-                   out_shardings=(shardings, None), donate_argnums=0)
+    step = jit_train_step(graphdef, optimizer, tc, shardings, mesh, c)
     batch = global_batch(make_batch(b=4), mesh)
     losses = []
     for _ in range(3):

@@ -10,12 +10,12 @@ from flax import linen as nn
 from conftest import REPO
 from sama_jax.config import load_config
 from sama_jax.parallel.mesh import make_mesh, mesh_config
-from sama_jax.parallel.sharding import batch_sharding, global_batch
+from sama_jax.parallel.sharding import global_batch
 from sama_jax.train import checkpoint as ckpt
 from sama_jax.train.config import train_config
 from sama_jax.train.optimizer import learning_rate_table, make_optimizer
 from sama_jax.train.state import create_train_state
-from sama_jax.train.step import make_train_step
+from sama_jax.train.step import jit_train_step, make_train_step
 
 
 def make_batch(b=8, seed=0, source=True, semantic=True):
@@ -35,8 +35,7 @@ def run(model_config, tc, degrees, steps=3, batch=None, state_hook=None):
   batch = make_batch() if batch is None else batch
   with jax.set_mesh(mesh), nn.logical_axis_rules(mc.rules):
     graphdef, optimizer, state, shardings = create_train_state(model_config, tc, mesh, mc.rules)
-    step = jax.jit(make_train_step(graphdef, optimizer, tc), in_shardings=(shardings, batch_sharding(mesh), None, None),
-                   out_shardings=(shardings, None), donate_argnums=0)
+    step = jit_train_step(graphdef, optimizer, tc, shardings, mesh)
     history, rates = [], learning_rate_table(tc)
     for i in range(steps):
       state, metrics = step(state, global_batch(batch, mesh), jax.random.key(1), rates[min(i, len(rates) - 1)])

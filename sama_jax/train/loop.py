@@ -30,13 +30,13 @@ from sama_jax.encoders import build_encoders, host_arrays, make_encode_fn
 from sama_jax.models.flops import dit_flops
 from sama_jax.models.text import tokenize
 from sama_jax.parallel.mesh import make_mesh
-from sama_jax.parallel.sharding import batch_sharding, global_batch
+from sama_jax.parallel.sharding import global_batch
 from sama_jax.train import checkpoint as ckpt
 from sama_jax.train.config import validate_train_config
 from sama_jax.train.metrics import MetricWriter, first_non_finite, peak_tflops, summarise
 from sama_jax.train.optimizer import learning_rate_table
 from sama_jax.train.state import create_train_state
-from sama_jax.train.step import make_train_step
+from sama_jax.train.step import jit_train_step
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +184,7 @@ def train(config, workdir: str, init_from: str | None = None, make_data=None) ->
                                                                  params=params, lora=lora)
       log.info("initialised parameters from %s", init_from)
 
-    step_fn = jax.jit(make_train_step(graphdef, optimizer, config.train, lora),
-                      in_shardings=(shardings, batch_sharding(mesh), None, None),
-                      out_shardings=(shardings, None), donate_argnums=0)
+    step_fn = jit_train_step(graphdef, optimizer, config.train, shardings, mesh, lora)
     rng = jax.random.key(config.train.seed)
     rates = learning_rate_table(config.train)
     writer = MetricWriter(workdir, enabled=process == 0)

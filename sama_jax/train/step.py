@@ -20,6 +20,7 @@ from sama_jax import lora as lora_lib
 from sama_jax.diffusion.flow import (X0_SIGMA_MIN, batch_broadcast, interpolate, semantic_loss,
                                      velocity_from_x0, velocity_target)
 from sama_jax.diffusion.schedule import NUM_TRAIN_TIMESTEPS, sample_training_sigmas
+from sama_jax.parallel.sharding import batch_sharding
 from sama_jax.train.config import task_weight_vector
 
 
@@ -111,3 +112,11 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, train_con
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema, **frozen}, metrics
 
   return train_step
+
+
+def jit_train_step(graphdef, optimizer: optax.GradientTransformation, train_config, shardings, mesh, lora=None):
+  """`make_train_step` jitted as training runs it: the state in and out with `shardings`
+  (donated), the batch split over the mesh's batch axes, rng and learning rate replicated."""
+  return jax.jit(make_train_step(graphdef, optimizer, train_config, lora),
+                 in_shardings=(shardings, batch_sharding(mesh), None, None),
+                 out_shardings=(shardings, None), donate_argnums=0)
