@@ -12,6 +12,8 @@
 5. results.md / results.json and preview strips (PNG) and GIFs of held-out edits:
    source | ground truth | stage 1 (zero-shot) | stage 2.
 Configuration: configs/demo.py (presets) on top of configs/stage{1,2}_tiny.py.
+A stage stopped by SIGTERM (preemption) saves a checkpoint and stops the demo; the same
+command resumes it, and a rerun skips finished stages.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
   from sama_jax.data.config import world_options
   from sama_jax.edit import edit, load_bundle
   from sama_jax.eval.world import by_reference, evaluate, identity, markdown_table
-  from sama_jax.train.loop import train
+  from sama_jax.train.loop import train_to_end
   from sama_jax.world_siglip import prepare
 
   c = demo_config(a.preset, a.strict_split)
@@ -110,12 +112,12 @@ def main(argv=None) -> int:
   print(f"[0/4] world SigLIP: contrastive pre-training on world frames and captions, {c.siglip.steps} steps")
   prepare(c, a.workdir)
   print(f"[1/4] stage 1: factorized pre-training, {c.stage1.train.total_steps} steps -> {s1}")
-  train(c.stage1, s1)
+  train_to_end(c.stage1, s1)
   print("[2/4] zero-shot evaluation of stage 1 on held-out clips")
   bundle1 = load_bundle(s1)
   rows1, table1, kept1 = evaluate(lambda f, i: edit(bundle1, f, i), desc="stage 1", **world)
   print(f"[3/4] stage 2: SFT on paired video edits, {c.stage2.train.total_steps} steps -> {s2}")
-  train(c.stage2, s2, init_from=s1)
+  train_to_end(c.stage2, s2, init_from=s1)
   print("[4/4] evaluation of stage 2")
   bundle2 = load_bundle(s2)
 

@@ -47,3 +47,28 @@ def test_smoke_demo_writes_results_and_previews(tmp_path):
   missing = subprocess.run([sys.executable, "-m", "sama_jax.eval.world", "--checkpoint", str(tmp_path / "nope")],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+
+def test_a_preempted_stage_stops_the_demo_instead_of_being_scored(monkeypatch, tmp_path):
+  """SIGTERM makes `train` save a checkpoint and return; the demo must then stop (a rerun
+  resumes) rather than score and fine-tune a half-trained stage 1."""
+  import pytest
+
+  from sama_jax import demo
+  from sama_jax.train.loop import train_to_end
+  trained, loaded = [], []
+
+  def preempted(config, workdir, init_from=None):  # saves a middle checkpoint and returns
+    trained.append(workdir)
+    os.makedirs(os.path.join(workdir, "checkpoints", str(config.train.total_steps // 2)))
+
+  monkeypatch.setattr("sama_jax.train.loop.train", preempted)
+  monkeypatch.setattr("sama_jax.world_siglip.prepare", lambda config, workdir: None)
+  monkeypatch.setattr("sama_jax.edit.load_bundle", loaded.append)
+  with pytest.raises(SystemExit, match="stopped before step 12"):
+    demo.main(["--preset", "smoke", "--workdir", str(tmp_path), "--no-xla-cache"])
+  assert trained == [str(tmp_path / "stage1")] and loaded == []
+  # A finished run is left as it is: its final checkpoint is there, so nothing trains.
+  os.makedirs(tmp_path / "stage1" / "checkpoints" / "12")
+  config = demo.demo_config("smoke").stage1
+  assert train_to_end(config, str(tmp_path / "stage1")) == str(tmp_path / "stage1") and len(trained) == 1

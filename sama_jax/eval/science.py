@@ -70,24 +70,6 @@ def stage1_config(demo, variant: str, seed: int):
   return c
 
 
-def _finished(workdir: str, steps: int) -> bool:
-  folder = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(folder) and str(steps) in os.listdir(folder)
-
-
-def train_once(config, workdir: str, init_from: str | None = None) -> str:
-  """Trains unless `workdir` already holds the final checkpoint. A run that stops early
-  (preempted: SIGTERM saves a checkpoint and returns) stops the sweep instead of scoring
-  a half-trained model; rerunning the command resumes it."""
-  from sama_jax.train.loop import train
-  if not _finished(workdir, config.train.total_steps):
-    train(config, workdir, init_from=init_from)
-    if not _finished(workdir, config.train.total_steps):
-      raise SystemExit(f"{workdir} stopped before step {config.train.total_steps} (preempted?); "
-                       "rerun the same command to resume the sweep")
-  return workdir
-
-
 def aggregate(per_seed: list[dict]) -> dict:
   """[{method: summarise() table}] -> {method: {kind: {metric: (mean, std, n)}}}."""
   out = {}
@@ -148,7 +130,7 @@ def run(preset: str, seeds: list[int], workdir: str, steps: tuple[int, int] | No
   from sama_jax.data.config import world_options
   from sama_jax.edit import edit, load_bundle
   from sama_jax.eval.world import evaluate, identity
-
+  from sama_jax.train.loop import train_to_end
   from sama_jax.world_siglip import prepare
 
   demo = sized(demo_config(preset, strict_split), steps, clips)
@@ -163,14 +145,14 @@ def run(preset: str, seeds: list[int], workdir: str, steps: tuple[int, int] | No
     for method, (variant, stage2) in METHODS.items():
       s1 = None
       if variant:
-        s1 = train_once(stage1_config(demo, variant, seed), os.path.join(workdir, f"seed{seed}", f"stage1_{variant}"))
+        s1 = train_to_end(stage1_config(demo, variant, seed), os.path.join(workdir, f"seed{seed}", f"stage1_{variant}"))
       folder = s1
       if stage2:
         name = f"stage2_{variant or 'scratch'}"
         config = seeded(demo.stage2, seed)
         if s1 is None:  # from scratch: stage 1's learning rate, not the fine-tuning one
           config.train.learning_rate = demo.stage1.train.learning_rate
-        folder = train_once(config, os.path.join(workdir, f"seed{seed}", name), init_from=s1)
+        folder = train_to_end(config, os.path.join(workdir, f"seed{seed}", name), init_from=s1)
       bundle = load_bundle(folder)
       _, tables[method], _ = evaluate(lambda f, i: edit(bundle, f, i), desc=f"seed {seed}: {method}", **world)
     per_seed.append(tables)

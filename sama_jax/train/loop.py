@@ -143,6 +143,25 @@ def step_cost(config, batch) -> tuple[float, int]:
   return flops, tokens
 
 
+def finished(workdir: str, steps: int) -> bool:
+  """Whether WORKDIR holds the checkpoint of step `steps`."""
+  return os.path.isdir(os.path.join(workdir, "checkpoints", str(steps)))
+
+
+def train_to_end(config, workdir: str, init_from: str | None = None) -> str:
+  """Trains WORKDIR to config.train.total_steps (a finished run is left as it is) and
+  returns WORKDIR. A run that stops early (SIGTERM: `train` saves a checkpoint and
+  returns) raises SystemExit, so a caller that goes on to score or fine-tune it (the
+  demo, the science sweep) stops instead of using a half-trained model; rerunning the
+  same command resumes it."""
+  steps = config.train.total_steps
+  if not finished(workdir, steps):
+    train(config, workdir, init_from=init_from)
+    if not finished(workdir, steps):
+      raise SystemExit(f"{workdir} stopped before step {steps} (preempted?); rerun the same command to resume")
+  return workdir
+
+
 def train(config, workdir: str, init_from: str | None = None, make_data=None) -> dict:
   """Runs config.config.train.total_steps steps (resuming if WORKDIR has checkpoints). Returns the
   last logged scalars. `make_data(config, process_index, process_count)` builds the data
