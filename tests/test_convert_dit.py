@@ -86,7 +86,8 @@ def test_bfloat16_export_loads_into_float32(tiny_config, tmp_path):
 
 @pytest.mark.parametrize("field, value, message", [("prediction", "x0", "velocity"),
                                                     ("source_skip", True, "source_skip"),
-                                                    ("scale_input", True, "scale_input")])
+                                                    ("scale_input", True, "scale_input"),
+                                                    ("rope_theta", 100.0, "rope_theta")])
 def test_models_torch_cannot_run_are_not_exported(tiny_config, tmp_path, field, value, message):
   config = tiny_config.copy_and_resolve_references()
   config[field] = value

@@ -231,6 +231,9 @@ def save_torch_dit(model: SamaDiT, config, out: str, layout: str = "diffusers", 
   if config.get("scale_input", False):
     raise ValueError("model.scale_input=True: PyTorch Wan / SAMA code feeds the noisy latents unscaled, "
                      "so such a model cannot be exported")
+  if config.get("rope_theta", 10000.0) != 10000.0:
+    raise ValueError(f"model.rope_theta={config.rope_theta}: PyTorch Wan / SAMA code rotates with base "
+                     "10000 (not a config field there), so such a model cannot be exported")
   flat = flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   patch = tuple(config.patch_size)
   tensors, sama = {}, {}
