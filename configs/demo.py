@@ -1,6 +1,6 @@
 # The built-in demo: a tiny SAMA trained on the synthetic world, stage 1 then stage 2,
 # evaluated on held-out clips after each stage (configs/stage1_tiny.py has the model).
-#   python -m sama_jax.demo                    # default preset, about 14 minutes on 2 CPU cores
+#   python -m sama_jax.demo                    # default preset, 15-30 minutes on 2 CPU cores (by the day)
 #   python -m sama_jax.demo --preset smoke     # under 2 minutes, mostly compilation: checks the whole path
 #   python -m sama_jax.demo --preset full      # longer training for the science table
 # writes runs/demo/{stage1,stage2} (checkpoints, TensorBoard), results.md / results.json
@@ -17,7 +17,7 @@ PRESETS = {
     # name: (stage-1 steps, stage-2 steps, eval clips, sampling steps). One sampling step
     # (the x0 prediction at sigma = 1): the world's edits are deterministic, and more
     # steps measured lower success and far more flicker (docs/results.md finding 15);
-    # smoke keeps 4 to exercise the sampling loop. Default: 14 minutes on 2 cores, most
+    # smoke keeps 4 to exercise the sampling loop. Default: 15-30 minutes on 2 cores, most
     # of it stage 1's image pairs, whose edits still improve with every step (findings 19, 21).
     "smoke": (12, 12, 4, 4),
     "default": (4500, 500, 48, 1),
