@@ -36,8 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # so a step costs about half as much.
   # RoPE base 100, not Wan's 10000 (made for grids of hundreds of positions): a head of 32
   # gives each spatial axis 5 frequencies, and at base 10000 three of them turn less than
-  # 0.2 rad over the 8 tokens of a frame (position carries little); at 100 one does. At 1500 stage-1 steps, seeds 0 and 1: 54% / 51%
-  # of held-out one-frame edits against 45% / 39% (docs/results.md finding 28).
+  # 0.2 rad over the 8 tokens of a frame (position carries little); at 100 one does. At
+  # 1500 stage-1 steps, seeds 0 and 1: 54% / 51% of held-out one-frame edits against
+  # 45% / 39%; the demo 58% / 56% of held-out clips against 52% / 52% (finding 28).
   c.model = model_config(dim=128, ffn_dim=512, num_heads=4, num_layers=4, in_channels=48, out_channels=48,
                          patch_size=(1, 1, 1), text_dim=128, freq_dim=64, semantic_dim=48, semantic_hidden_dim=64,
                          num_semantic_tokens=5, prediction="x0", source_skip=True, source_mode="channel",
