@@ -1,10 +1,13 @@
 """The built-in demo's smoke preset runs the whole method end to end (stage 1, zero-shot
-evaluation, stage 2, evaluation, results and previews) in a fresh process."""
+evaluation, stage 2, evaluation, results and previews) in a fresh process; a stage stopped
+early (SIGTERM) stops the demo instead of being scored."""
 
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -52,8 +55,6 @@ def test_smoke_demo_writes_results_and_previews(tmp_path):
 def test_a_preempted_stage_stops_the_demo_instead_of_being_scored(monkeypatch, tmp_path):
   """SIGTERM makes `train` save a checkpoint and return; the demo must then stop (a rerun
   resumes) rather than score and fine-tune a half-trained stage 1."""
-  import pytest
-
   from sama_jax import demo
   from sama_jax.train.loop import train_to_end
   trained, loaded = [], []
