@@ -248,11 +248,12 @@ def sample_scene(rng: np.random.Generator, frames: int = 17, height: int = 64, w
   background = sample_background(rng, sampling)
   wanted = int(rng.integers(1, sampling.max_objects + 1))
   size = min(height, width)
+  visible = frozenset(c for c in OBJECT_COLOURS if contrasts(c, background))
   objects, starts = [], []
   for _ in range(wanted):
+    taken = {(o.shape, o.colour) for o in objects}
     free = [(s, c) for s in SHAPES for c in OBJECT_COLOURS
-            if (s, c) not in exclude and contrasts(c, background)
-            and all((o.shape, o.colour) != (s, c) for o in objects)]
+            if c in visible and (s, c) not in exclude and (s, c) not in taken]
     if not free:
       break
     shape, colour = free[rng.integers(len(free))]
