@@ -13,7 +13,8 @@
    source | ground truth | stage 1 (zero-shot) | stage 2.
 Configuration: configs/demo.py (presets) on top of configs/stage{1,2}_tiny.py.
 A stage stopped by SIGTERM (preemption) saves a checkpoint and stops the demo; the same
-command resumes it, and a rerun skips finished stages.
+command resumes it, and a rerun skips finished stages; a stage workdir trained under
+another recipe (another preset, or changed defaults) is refused, naming the fields.
 """
 
 from __future__ import annotations

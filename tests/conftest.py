@@ -27,3 +27,12 @@ def rel_error(ours, ref) -> float:
 def tiny_config():
   from sama_jax.config import load_config
   return load_config(os.path.join(REPO, "configs", "tiny.py")).model
+
+
+def write_checkpoint(workdir, step, config):
+  """A checkpoint of `step` in WORKDIR/checkpoints carrying `config` and a placeholder state:
+  what `train_to_end` reads to tell a finished run of the same recipe."""
+  from sama_jax.train import checkpoint as ckpt
+  manager = ckpt.checkpoint_manager(os.path.join(workdir, "checkpoints"), async_save=False)
+  ckpt.save(manager, step, {"step": np.asarray(step, np.int32)}, config.to_dict(), None)
+  manager.close()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, write_checkpoint
 
 
 def test_smoke_demo_writes_results_and_previews(tmp_path):
@@ -61,7 +61,7 @@ def test_a_preempted_stage_stops_the_demo_instead_of_being_scored(monkeypatch, t
 
   def preempted(config, workdir, init_from=None):  # saves a middle checkpoint and returns
     trained.append(workdir)
-    os.makedirs(os.path.join(workdir, "checkpoints", str(config.train.total_steps // 2)))
+    write_checkpoint(workdir, config.train.total_steps // 2, config)
 
   monkeypatch.setattr("sama_jax.train.loop.train", preempted)
   monkeypatch.setattr("sama_jax.world_siglip.prepare", lambda config, workdir: None)
@@ -70,6 +70,6 @@ def test_a_preempted_stage_stops_the_demo_instead_of_being_scored(monkeypatch, t
     demo.main(["--preset", "smoke", "--workdir", str(tmp_path), "--no-xla-cache"])
   assert trained == [str(tmp_path / "stage1")] and loaded == []
   # A finished run is left as it is: its final checkpoint is there, so nothing trains.
-  os.makedirs(tmp_path / "stage1" / "checkpoints" / "12")
   config = demo.demo_config("smoke").stage1
+  write_checkpoint(tmp_path / "stage1", 12, config)
   assert train_to_end(config, str(tmp_path / "stage1")) == str(tmp_path / "stage1") and len(trained) == 1

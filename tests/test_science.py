@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from conftest import write_checkpoint
 from sama_jax.demo import demo_config
 from sama_jax.eval import science
 
@@ -54,7 +55,7 @@ def test_the_sweep_trains_each_stage_once_and_scores_every_method(monkeypatch, t
   def fake_train(config, workdir, init_from=None):
     trained.append((workdir.split("/")[-1], (init_from or "").split("/")[-1], config.train.seed))
     rates[workdir.split("/")[-1]] = config.train.learning_rate
-    os.makedirs(os.path.join(workdir, "checkpoints", str(config.train.total_steps)))
+    write_checkpoint(workdir, config.train.total_steps, config)
 
   monkeypatch.setattr("sama_jax.train.loop.train", fake_train)
   monkeypatch.setattr("sama_jax.edit.load_bundle", lambda folder: folder)

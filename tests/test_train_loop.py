@@ -15,10 +15,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, write_checkpoint
 from sama_jax.config import load_config
 from sama_jax.train import checkpoint as ckpt
-from sama_jax.train.loop import train
+from sama_jax.train.loop import train, train_to_end
 
 STAGE1 = os.path.join(REPO, "configs", "stage1_tiny.py")
 STAGE2 = os.path.join(REPO, "configs", "stage2_tiny.py")
@@ -122,6 +122,28 @@ def test_resuming_with_another_held_out_split_is_refused(tmp_path):
   with pytest.raises(ValueError, match="another synthetic world.*held_out_from"):
     train(strict, str(tmp_path))
   assert ckpt.checkpoint_manager(os.path.join(tmp_path, "checkpoints"), async_save=False).latest_step() == 1
+
+
+def test_train_to_end_reuses_only_a_run_of_the_same_recipe(monkeypatch, tmp_path):
+  trained = []
+  monkeypatch.setattr("sama_jax.train.loop.train", lambda config, workdir, init_from=None: trained.append(workdir))
+  config = small(STAGE1, 4)
+  write_checkpoint(tmp_path, 4, config)
+  # Finished with this recipe: left as it is (where the SigLIP weights are read from may differ).
+  same = config.copy_and_resolve_references()
+  same.encoders.world_siglip_init = "/elsewhere/world_siglip"
+  same.run.log_every = 7
+  assert train_to_end(same, str(tmp_path)) == str(tmp_path) and trained == []
+  # Finished with another recipe: neither reused nor trained over.
+  other = config.copy_and_resolve_references()
+  other.model.rope_theta = 10000.0
+  with pytest.raises(ValueError, match=r"another recipe \(model.rope_theta: 100.0 -> 10000.0\)"):
+    train_to_end(other, str(tmp_path))
+  # Half done under a shorter schedule: resuming it longer would splice two schedules.
+  longer = small(STAGE1, 8)
+  with pytest.raises(ValueError, match="train.total_steps: 4 -> 8"):
+    train_to_end(longer, str(tmp_path))
+  assert trained == []
 
 
 def devices(n):

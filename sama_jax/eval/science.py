@@ -18,7 +18,8 @@ from scratch ("stage 2 only": no factorized pre-training, at stage 1's learning 
 Every stage-1 model is also scored zero-shot. All are scored on the same held-out clips,
 next to the identity baseline. Writes WORKDIR/science.md (mean ± std over seeds) and
 science.json (per seed). A finished run (its newest checkpoint at the configured steps)
-is reused, so a crashed sweep resumes where it stopped.
+is reused, so a crashed sweep resumes where it stopped; one written under another recipe
+is refused (`train_to_end`), so a rerun after a recipe change needs a new workdir.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import ml_collections
 
 from sama_jax.diffusion.flow import X0_SIGMA_MIN
@@ -119,3 +121,30 @@ def task_weight_vector(c: ml_collections.ConfigDict) -> tuple[float, ...]:
   if any(not w >= 0.0 for w in weights.values()):
     raise ValueError(f"train.task_weights={weights}: weights must be >= 0")
   return tuple(float(weights.get(name, 1.0)) for name in c.task_names)
+
+
+# What a run's checkpoints are the result of: a finished or half-done run under these
+# sections is not the same experiment when any of them differs. `run` and `mesh` (logging,
+# checkpoint cadence, devices) and `edit` (sampling, applied after training) are left out,
+# and so is where the world SigLIP's weights are read from (a workdir may move).
+RECIPE_SECTIONS = ("stage", "model", "train", "lora", "data", "encoders")
+RECIPE_IGNORED = ("encoders.world_siglip_init",)
+
+
+def _flat(tree, prefix: str = "") -> dict:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for k, v in tree.items():
+    out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
+  return out
+
+
+def recipe_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
+  """'key: saved -> now' for every recipe field (RECIPE_SECTIONS) where the config a
+  checkpoint was written with (`saved`, as read back from it) and `config` differ."""
+  now = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
+  before, after = ({k: v for k, v in _flat({s: tree.get(s) for s in RECIPE_SECTIONS}).items()
+                    if not k.startswith(RECIPE_IGNORED)} for tree in (saved, now))
+  return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(before.keys() | after.keys())
+          if before.get(k) != after.get(k)]

@@ -32,7 +32,7 @@ from sama_jax.models.text import tokenize
 from sama_jax.parallel.mesh import make_mesh
 from sama_jax.parallel.sharding import global_batch
 from sama_jax.train import checkpoint as ckpt
-from sama_jax.train.config import validate_train_config
+from sama_jax.train.config import recipe_differences, validate_train_config
 from sama_jax.train.metrics import MetricWriter, first_non_finite, peak_tflops, summarise
 from sama_jax.train.optimizer import learning_rate_table
 from sama_jax.train.state import create_train_state
@@ -153,8 +153,17 @@ def train_to_end(config, workdir: str, init_from: str | None = None) -> str:
   returns WORKDIR. A run that stops early (SIGTERM: `train` saves a checkpoint and
   returns) raises SystemExit, so a caller that goes on to score or fine-tune it (the
   demo, the science sweep) stops instead of using a half-trained model; rerunning the
-  same command resumes it."""
+  same command resumes it. A run already in WORKDIR (finished or not) must have been
+  written with the same recipe (`recipe_differences`), or ValueError: a rerun after the
+  recipe changed would otherwise reuse, or resume into, the old experiment."""
   steps = config.train.total_steps
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints)):
+    changed = recipe_differences(ckpt.read_config(checkpoints), config)
+    if changed:
+      shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
+      raise ValueError(f"{workdir} holds a run of another recipe ({shown}); use a new workdir, or remove "
+                       f"this one to retrain it")
   if not finished(workdir, steps):
     train(config, workdir, init_from=init_from)
     if not finished(workdir, steps):
