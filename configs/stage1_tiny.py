@@ -39,10 +39,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 0.2 rad over the 8 tokens of a frame (position carries little); at 100 one does. At
   # 1500 stage-1 steps, seeds 0 and 1: 54% / 51% of held-out one-frame edits against
   # 45% / 39%; the demo 58% / 56% of held-out clips against 52% / 52% (finding 28).
+  # Rematerialised blocks (only the matmul outputs kept for the backward): on the CPU the
+  # scan's stores and reloads of every saved activation cost more than recomputing the
+  # elementwise work: 190 ms against 234 ms per image-edit step (`full`: 211), 327 against
+  # 363 per stage-2 video-edit step, the same loss and gradient (benchmarks/remat_step.py).
   c.model = model_config(dim=128, ffn_dim=512, num_heads=4, num_layers=4, in_channels=48, out_channels=48,
                          patch_size=(1, 1, 1), text_dim=128, freq_dim=64, semantic_dim=48, semantic_hidden_dim=64,
                          num_semantic_tokens=5, prediction="x0", source_skip=True, source_mode="channel",
-                         scale_input=True, rope_theta=100.0)
+                         scale_input=True, rope_theta=100.0, remat="dots_saveable")
   # Every edit instruction carries the released model's prompt prefix, so stage-1 image
   # edits and stage-2 video edits are prompted the way `edit` prompts them.
   # Eight images per video in a batch (the paper: 448 : 112): clip batches cost 9x.

@@ -126,9 +126,12 @@ def task_weight_vector(c: ml_collections.ConfigDict) -> tuple[float, ...]:
 # What a run's checkpoints are the result of: a finished or half-done run under these
 # sections is not the same experiment when any of them differs. `run` and `mesh` (logging,
 # checkpoint cadence, devices) and `edit` (sampling, applied after training) are left out,
-# and so is where the world SigLIP's weights are read from (a workdir may move).
+# and so are where the world SigLIP's weights are read from (a workdir may move) and the
+# knobs that compute the same function another way (rematerialisation, scanned or looped
+# layers, the attention kernel, host read threads and buffers).
 RECIPE_SECTIONS = ("stage", "model", "train", "lora", "data", "encoders")
-RECIPE_IGNORED = ("encoders.world_siglip_init",)
+RECIPE_IGNORED = ("encoders.world_siglip_init", "model.remat", "model.scan_layers", "model.attention",
+                  "data.read_threads", "data.read_buffer_size", "data.worker_buffer_size")
 
 
 def _flat(tree, prefix: str = "") -> dict:
@@ -145,6 +148,6 @@ def recipe_differences(saved: dict, config: ml_collections.ConfigDict) -> list[s
   checkpoint was written with (`saved`, as read back from it) and `config` differ."""
   now = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
   before, after = ({k: v for k, v in _flat({s: tree.get(s) for s in RECIPE_SECTIONS}).items()
-                    if not k.startswith(RECIPE_IGNORED)} for tree in (saved, now))
+                    if k not in RECIPE_IGNORED} for tree in (saved, now))
   return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(before.keys() | after.keys())
           if before.get(k) != after.get(k)]
