@@ -134,20 +134,12 @@ RECIPE_IGNORED = ("encoders.world_siglip_init", "model.remat", "model.scan_layer
                   "data.read_threads", "data.read_buffer_size", "data.worker_buffer_size")
 
 
-def _flat(tree, prefix: str = "") -> dict:
-  if not isinstance(tree, dict):
-    return {prefix: tree}
-  out = {}
-  for k, v in tree.items():
-    out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
-  return out
-
-
 def recipe_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
   """'key: saved -> now' for every recipe field (RECIPE_SECTIONS) where the config a
   checkpoint was written with (`saved`, as read back from it) and `config` differ."""
+  from sama_jax.convert.trees import flatten  # here: config modules stay light to import
   now = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
-  before, after = ({k: v for k, v in _flat({s: tree.get(s) for s in RECIPE_SECTIONS}).items()
+  before, after = ({k: v for k, v in flatten({s: tree.get(s) for s in RECIPE_SECTIONS}).items()
                     if k not in RECIPE_IGNORED} for tree in (saved, now))
   return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(before.keys() | after.keys())
           if before.get(k) != after.get(k)]
