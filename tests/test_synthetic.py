@@ -18,8 +18,8 @@ from sama_jax.data.synthetic_edits import (EDIT_KINDS, HELD_OUT, Edit, add_posit
 from sama_jax.data.synthetic_metrics import (edit_region, edit_success, edit_success_frames, evaluate_edit, ground_truth,
                                              motion_error, preservation_psnr, summarise, temporal_flicker)
 from sama_jax.data.synthetic_render import render, render_layers, shape_coverage
-from sama_jax.data.synthetic_scene import (COLOURS, OBJECT_COLOURS, SHAPES, Background, Motion, Scene,
-                                           SceneObject, contrasts, sample_scene)
+from sama_jax.data.synthetic_scene import (BACKGROUND_COLOURS, COLOURS, MIN_CONTRAST, OBJECT_COLOURS, SHAPES,
+                                           Background, Motion, Scene, SceneObject, contrasts, sample_scene)
 
 BLACK = Background(("black",))
 
@@ -116,6 +116,27 @@ def test_circular_motion_stays_on_its_circle():
   scene = one_object_scene(Motion((32.0, 32.0), orbit_radius=10.0, angular_speed=0.2, phase=1.0))
   centres = render(scene)[2][:, 0]
   np.testing.assert_allclose(np.linalg.norm(centres - 32.0, axis=-1), 10.0, atol=1e-4)
+
+
+def test_contrast_is_the_distance_to_every_colour_the_background_takes():
+  # Against the definition, brute force: the background's colours sampled densely along
+  # its gradient (a solid background is a gradient of one colour); the answer must not
+  # depend on the gradient's angle or on which colours were asked about before (cached).
+  t = np.linspace(0.0, 1.0, 2001)[:, None]
+  checked = 0
+  for first in BACKGROUND_COLOURS:
+    for second in BACKGROUND_COLOURS:
+      a, b = np.array(COLOURS[first], float), np.array(COLOURS[second], float)
+      shades = a + t * (b - a)
+      for colour in OBJECT_COLOURS:
+        distance = np.linalg.norm(shades - np.array(COLOURS[colour], float), axis=-1).min()
+        if abs(distance - MIN_CONTRAST) < 0.5:
+          continue  # the sampling's resolution
+        colours = (first,) if first == second else (first, second)
+        for angle in (0.0, 1.3):
+          assert contrasts(colour, Background(colours, angle)) == (distance >= MIN_CONTRAST), (colour, colours)
+        checked += 1
+  assert checked > 0.9 * len(BACKGROUND_COLOURS) ** 2 * len(OBJECT_COLOURS)
 
 
 def test_sampled_scenes_follow_the_world_rules():

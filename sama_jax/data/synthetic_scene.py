@@ -11,6 +11,7 @@ Coordinates are continuous pixels, (y, x) = (row, column), y pointing down: pixe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 
@@ -190,14 +191,16 @@ def trajectories(scene: Scene) -> np.ndarray:
   return np.stack(tracks, axis=1) if tracks else np.zeros((scene.frames, 0, 2))
 
 
-def background_colour_range(background: Background) -> np.ndarray:
-  """The background's end colours as float64 [k, 3], k = 1 (solid) or 2 (gradient)."""
-  return np.array([COLOURS[c] for c in background.colours], np.float64)
-
-
 def contrasts(colour: str, background: Background) -> bool:
   """Whether `colour` stays MIN_CONTRAST away from every colour the background takes."""
-  ends = background_colour_range(background)
+  return _contrasts(colour, background.colours)
+
+
+@functools.lru_cache(maxsize=None)
+def _contrasts(colour: str, background_colours: tuple[str, ...]) -> bool:
+  # A function of the colour names alone (a gradient's angle does not change the colours
+  # it takes), so cached: the edit sampler asks it about every option of every scene.
+  ends = np.array([COLOURS[c] for c in background_colours], np.float64)
   c = np.array(COLOURS[colour], np.float64)
   if len(ends) == 1:
     return float(np.linalg.norm(c - ends[0])) >= MIN_CONTRAST
