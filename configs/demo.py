@@ -20,7 +20,7 @@ PRESETS = {
     # smoke keeps 4 to exercise the sampling loop. Default: about 18 minutes on 2 cores,
     # most of it stage 1's image pairs, whose edits still improve with every step (findings
     # 19, 21); 3600 + 400 steps (4500 + 500 until session 23) to stay inside the 20 minutes
-    # the demo is given, at about 220 ms per image-edit step on this project's CI machine.
+    # the demo is given, at about 220 ms per image-edit step on the README's 2-core machine.
     "smoke": (12, 12, 4, 4),
     "default": (3600, 400, 48, 1),
     "full": (8000, 8000, 128, 1),
