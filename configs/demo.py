@@ -1,8 +1,8 @@
 # The built-in demo: a tiny SAMA trained on the synthetic world, stage 1 then stage 2,
 # evaluated on held-out clips after each stage (configs/stage1_tiny.py has the model).
-#   python -m sama_jax.demo                    # default preset, about 18 minutes on 2 CPU cores (more on slow days)
+#   python -m sama_jax.demo                    # default preset, 12-18 minutes on 2 CPU cores (by the day)
 #   python -m sama_jax.demo --preset smoke     # under 2 minutes, mostly compilation: checks the whole path
-#   python -m sama_jax.demo --preset full      # longer training for the science table
+#   python -m sama_jax.demo --preset full      # longer: 10.4 min on one H200, 54 on 2 CPU cores (session 18)
 # writes runs/demo/{stage1,stage2} (checkpoints, TensorBoard), results.md / results.json
 # and previews/ (source | ground truth | stage 1 | stage 2 strips and GIFs).
 import os
@@ -17,10 +17,10 @@ PRESETS = {
     # name: (stage-1 steps, stage-2 steps, eval clips, sampling steps). One sampling step
     # (the x0 prediction at sigma = 1): the world's edits are deterministic, and more
     # steps measured lower success and far more flicker (docs/results.md finding 15);
-    # smoke keeps 4 to exercise the sampling loop. Default: about 18 minutes on 2 cores,
-    # most of it stage 1's image pairs, whose edits still improve with every step (findings
-    # 19, 21); 3600 + 400 steps (4500 + 500 until session 23) to stay inside the 20 minutes
-    # the demo is given, at about 220 ms per image-edit step on the README's 2-core machine.
+    # smoke keeps 4 to exercise the sampling loop. Default: 11.9 minutes on 2 idle cores
+    # (session 24; about 18 at session 22's slower 220 ms per image-edit step), most of it
+    # stage 1's image pairs, whose edits still improve with every step (findings 19, 21);
+    # 3600 + 400 steps (4500 + 500 until session 23) to stay inside the demo's 20 minutes.
     "smoke": (12, 12, 4, 4),
     "default": (3600, 400, 48, 1),
     "full": (8000, 8000, 128, 1),
