@@ -1,6 +1,6 @@
 """The built-in demo: the whole SAMA method on the synthetic world, on a CPU.
 
-    python -m sama_jax.demo [--preset smoke|default|full] [--workdir runs/demo] [--strict-split]
+    python -m sama_jax.demo [--preset smoke|default|full] [--workdir runs/demo] [--strict-split] [--workers N]
 
 0. the world SigLIP stand-in, trained contrastively on world frames and captions
    (the semantic encoder whose tokens Semantic Anchoring predicts; reused on a rerun);
@@ -30,19 +30,24 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def demo_config(preset: str, strict_split: bool = False):
+def demo_config(preset: str, strict_split: bool = False, workers: int = 0):
   """configs/demo.py at `preset`. `strict_split` holds the held-out (shape, colour) pairs
   out of every training kind (image edits and raw clips too), not only out of stage 2's
   video edits as SYNTHETIC_WORLD.md's split does: a test of compositional generalisation,
-  the split of every result before session 19 (docs/results.md)."""
+  the split of every result before session 19 (docs/results.md). `workers`: grain worker
+  processes drawing both stages' scenes (data.num_workers; another data order, so another
+  recipe: a workdir trained with another count is refused)."""
   from sama_jax.config import load_config
   from sama_jax.data.synthetic import TRAIN_KINDS
   path = os.path.join(REPO, "configs", "demo.py")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} is missing; the demo runs from a checkout of the repository")
   c = load_config(path, preset)
-  if strict_split:
-    for stage in (c.stage1, c.stage2):
+  if workers < 0:
+    raise ValueError(f"workers={workers}; expected 0 (draw in the training process) or more")
+  for stage in (c.stage1, c.stage2):
+    stage.data.num_workers = workers
+    if strict_split:
       stage.data.world.held_out_from = TRAIN_KINDS
   return c
 
@@ -88,6 +93,9 @@ def main(argv=None) -> int:
   p.add_argument("--strict-split", action="store_true",
                  help="hold the held-out (shape, colour) pairs out of all training, image edits and "
                       "raw clips included (default: out of stage 2's video edits, SYNTHETIC_WORLD.md)")
+  p.add_argument("--workers", type=int, default=0,
+                 help="worker processes drawing the world's scenes (default 0: in the training process, "
+                      "right for 2 CPU cores; on an accelerator host with spare cores the step waits on them)")
   p.add_argument("--no-xla-cache", action="store_true",
                  help="do not keep compiled programs in WORKDIR/xla_cache (stage 2 reuses stage 1's "
                       "train steps and encoder; a rerun reuses them)")
@@ -104,7 +112,7 @@ def main(argv=None) -> int:
   from sama_jax.train.loop import train_to_end
   from sama_jax.world_siglip import prepare
 
-  c = demo_config(a.preset, a.strict_split)
+  c = demo_config(a.preset, a.strict_split, a.workers)
   start = time.time()
   s1, s2 = os.path.join(a.workdir, "stage1"), os.path.join(a.workdir, "stage2")
   data = c.stage1.data

@@ -563,6 +563,21 @@ def test_resume_across_the_end_of_a_lead_in_continues_the_exact_data_order():
   assert_same_batches(take(resumed, 6), expected)
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_lead_in_ends_at_the_same_global_batch_under_worker_processes(workers):
+  """grain's workers each run the mix on a strided slice and the global order takes their
+  batches in turn; each worker's lead-in is its share of the global one (it once ran
+  `workers` times as long)."""
+  config = tiny(stage1={"image_edit": 1.0, "clip": 0.0}, stage1_lead_in={"share": 0.25, "image_edit": 0.0, "clip": 1.0},
+                num_workers=workers)
+  iterator = iter(stage1_pipeline(config, 0, 1, total_steps=20))
+  try:
+    tasks = tasks_of(take(iterator, 12))
+  finally:
+    iterator.close()
+  assert "image_edit" not in tasks[:5] and tasks[5:] == ["image_edit"] * 7  # 5 = 0.25 · 20
+
+
 @pytest.mark.parametrize("lead,message", [
     ({"share": 1.0, "image_edit": 0.0, "clip": 1.0}, r"share of the run's steps in \[0, 1\)"),
     ({"share": 0.2, "image_edit": -1.0, "clip": 1.0}, "non-negative batch shares"),

@@ -73,3 +73,23 @@ def test_a_preempted_stage_stops_the_demo_instead_of_being_scored(monkeypatch, t
   config = demo.demo_config("smoke").stage1
   write_checkpoint(tmp_path / "stage1", 12, config)
   assert train_to_end(config, str(tmp_path / "stage1")) == str(tmp_path / "stage1") and len(trained) == 1
+
+
+def test_workers_reach_both_stages_data(monkeypatch, tmp_path):
+  from sama_jax import demo
+  seen = []
+
+  def preempted(config, workdir, init_from=None):
+    seen.append(config.data.num_workers)
+    write_checkpoint(workdir, 1, config)
+
+  monkeypatch.setattr("sama_jax.train.loop.train", preempted)
+  monkeypatch.setattr("sama_jax.world_siglip.prepare", lambda config, workdir: None)
+  with pytest.raises(SystemExit, match="stopped before step 12"):
+    demo.main(["--preset", "smoke", "--workdir", str(tmp_path), "--no-xla-cache", "--workers", "3"])
+  assert seen == [3]
+  config = demo.demo_config("smoke", workers=2)
+  assert (config.stage1.data.num_workers, config.stage2.data.num_workers) == (2, 2)
+  assert demo.demo_config("smoke").stage2.data.num_workers == 0
+  with pytest.raises(ValueError, match="workers=-1"):
+    demo.demo_config("smoke", workers=-1)

@@ -6,6 +6,12 @@ last phase runs on for ever). The choice of batch n is a deterministic function 
 part furthest behind its share of the phase so far; ties go to the earlier part), so
 every process of a multi-host run yields the same task and shape at every step, as with
 `grain.IterDataset.mix`. Each part keeps its own data order across phases.
+
+Under grain's worker processes (`mp_prefetch`, data.num_workers = W) each worker runs its
+own copy on a strided slice, and the global order takes the workers' batches in turn:
+worker w's j-th batch is global batch j·W + w. `set_slice` (grain's in-place slicing
+protocol) therefore moves each worker's phase ends to its own count, so the phases end at
+the same global batch as in one process (without it the lead-in ran W times as long).
 """
 
 from __future__ import annotations
@@ -76,8 +82,32 @@ class PhasedMix(grain.IterDataset):
     super().__init__(list(parts.values()))
     self._parts, self._weights, self._ends = dict(parts), [dict(w) for w in weights], tuple(ends)
 
+  def set_slice(self, sl: slice, sequential_slice: bool = False) -> None:
+    """Worker `sl.start` of `sl.step` (grain's worker slicing): its own phase ends, and the
+    same slice applied to every part, as grain applies it to a dataset's parents."""
+    if sequential_slice:
+      raise ValueError("PhasedMix supports grain's strided worker slices, not sequential ones")
+    first, stride = sl.start or 0, sl.step or 1
+    # Worker `first`'s batches j = 0, 1, ... are global batches j·stride + first: those
+    # before a global end E number ceil((E - first) / stride).
+    self._ends = tuple(max(0, -(-(end - first) // stride)) for end in self._ends)
+    for part in self._parts.values():
+      _slice_in_place(part, sl)
+
   def __iter__(self):
     return _PhasedIterator({name: iter(ds) for name, ds in self._parts.items()}, self._weights, self._ends)
 
   def __str__(self):
     return f"PhasedMix(ends={self._ends}, weights={self._weights})"
+
+
+def _slice_in_place(ds, sl: slice) -> None:
+  """grain's in-place slicing of a dataset for one worker: the first dataset up the
+  parent chain that can slice itself does (`set_slice`), as grain's own worker set-up does."""
+  if hasattr(ds, "set_slice"):
+    ds.set_slice(sl, False)
+    return
+  if not ds.parents:
+    raise ValueError(f"{type(ds).__name__} cannot be sliced for grain's worker processes")
+  for parent in ds.parents:
+    _slice_in_place(parent, sl)
