@@ -105,7 +105,7 @@ def _slice_in_place(ds, sl: slice) -> None:
   """grain's in-place slicing of a dataset for one worker: the first dataset up the
   parent chain that can slice itself does (`set_slice`), as grain's own worker set-up does."""
   if hasattr(ds, "set_slice"):
-    ds.set_slice(sl, False)
+    ds.set_slice(sl)  # strided (grain 0.2.12 takes no sequential_slice argument)
     return
   if not ds.parents:
     raise ValueError(f"{type(ds).__name__} cannot be sliced for grain's worker processes")
