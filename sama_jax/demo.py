@@ -38,15 +38,15 @@ def demo_config(preset: str, strict_split: bool = False, workers: int = 0):
   processes drawing both stages' scenes (data.num_workers; another data order, so another
   recipe: a workdir trained with another count is refused)."""
   from sama_jax.config import load_config
+  from sama_jax.data.config import validate_data_config
   from sama_jax.data.synthetic import TRAIN_KINDS
   path = os.path.join(REPO, "configs", "demo.py")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} is missing; the demo runs from a checkout of the repository")
   c = load_config(path, preset)
-  if workers < 0:
-    raise ValueError(f"workers={workers}; expected 0 (draw in the training process) or more")
   for stage in (c.stage1, c.stage2):
     stage.data.num_workers = workers
+    validate_data_config(stage.data)  # a negative count is named here, before any training
     if strict_split:
       stage.data.world.held_out_from = TRAIN_KINDS
   return c
